@@ -1,0 +1,1 @@
+"""Authentication: JWT access tokens, password hashing, the current-user mixin."""

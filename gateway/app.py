@@ -1,0 +1,72 @@
+"""The Tornado application: routes and server settings."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import tornado.httpserver
+import tornado.web
+
+from gateway.base import BaseHandler, request_id_var, user_id_var
+from gateway.health import DetailedHealthHandler, HealthHandler
+from gateway.net import client_ip
+from gateway.services import Services
+from streaming.tus.handler import handlers as tus_handlers
+
+access_log = logging.getLogger("mediaserver.access")
+
+
+class NotFoundHandler(BaseHandler):
+    """Every unknown route: a JSON 404."""
+
+    def prepare(self) -> None:
+        self.set_status(404)
+        self.write_json_error("not_found", "no such route")
+
+
+def make_app(services: Services) -> tornado.web.Application:
+    """The application with every route, bound to `services`."""
+    settings = services.settings
+
+    def log_request(handler: tornado.web.RequestHandler) -> None:
+        request = handler.request
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": handler.get_status(),
+                "duration_ms": round(request.request_time() * 1000, 1),
+                "ip": client_ip(request, settings.trusted_proxy_hops),
+                "request_id": getattr(handler, "request_id", "-"),
+                "user_id": getattr(handler.current_user, "user_id", "-") if hasattr(handler, "_current_user") else "-",
+                "bytes_in": int(request.headers.get("Content-Length") or 0),
+            },
+        )
+
+    routes = [
+        (r"/health", HealthHandler),
+        (r"/health/detailed", DetailedHealthHandler),
+        *tus_handlers(),
+    ]
+    return tornado.web.Application(
+        routes,
+        services=services,
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        compress_response=False,
+        xheaders=False,
+    )
+
+
+def make_server(app: tornado.web.Application, settings) -> tornado.httpserver.HTTPServer:
+    """An HTTP server for `app` with the configured limits (bodies are limited per request)."""
+    return tornado.httpserver.HTTPServer(
+        app,
+        max_header_size=settings.max_header_size,
+        max_body_size=settings.max_json_body,
+        idle_connection_timeout=settings.idle_connection_timeout,
+        body_timeout=None,
+        decompress_request=False,
+    )

@@ -1,0 +1,192 @@
+"""The base of every handler: request ids, JSON errors, security headers, CORS, the caller.
+
+Errors leave as `{"error": {"code": "...", "message": "..."}}` with the right
+status; clients never see a stack trace.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import http
+import logging
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from auth.tokens import InvalidToken, Principal
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+log = logging.getLogger("mediaserver.http")
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+user_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("user_id", default="-")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+TUS_HEADERS = (
+    "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Defer-Length", "Upload-Expires",
+    "Upload-Concat", "Upload-Checksum", "Tus-Resumable", "Tus-Version", "Tus-Max-Size",
+    "Tus-Extension", "Tus-Checksum-Algorithm",
+)
+CORS_ALLOW_HEADERS = ", ".join(
+    ("Authorization", "Content-Type", "X-Requested-With", "X-Request-Id", "X-HTTP-Method-Override", "Range")
+    + TUS_HEADERS
+)
+CORS_EXPOSE_HEADERS = ", ".join(
+    ("Location", "X-Request-Id", "Content-Range", "Accept-Ranges", "Content-Length", "Retry-After",
+     "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy")
+    + TUS_HEADERS
+)
+CORS_METHODS = "GET, HEAD, POST, PATCH, DELETE, OPTIONS"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';"
+        "frame-ancestors 'self';img-src 'self' data: blob:;media-src 'self' blob:;object-src 'none';"
+        "script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';connect-src 'self'"
+    ),
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-site",
+    "Origin-Agent-Cluster": "?1",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-DNS-Prefetch-Control": "off",
+    "X-Download-Options": "noopen",
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Permitted-Cross-Domain-Policies": "none",
+    "X-XSS-Protection": "0",
+}
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error answered to the client as JSON: status, machine code, human message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, log_message=message)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def _code_for(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Common behaviour of every route."""
+
+    request_id: str
+
+    @property
+    def services(self) -> "Services":
+        return self.application.settings["services"]
+
+    def set_default_headers(self) -> None:
+        if not hasattr(self, "request_id"):
+            rid = self.request.headers.get("X-Request-Id", "")
+            self.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+            request_id_var.set(self.request_id)
+            user_id_var.set("-")
+        self.clear_header("Server")
+        self.set_header("X-Request-Id", self.request_id)
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
+        self._set_cors_headers()
+
+    def _set_cors_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if not origin:
+            return
+        allowed = self.services.settings.cors_origins
+        if "*" in allowed:
+            self.set_header("Access-Control-Allow-Origin", "*")
+        elif origin in allowed:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.add_header("Vary", "Origin")
+        else:
+            return
+        self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+
+    @property
+    def is_preflight(self) -> bool:
+        return (
+            self.request.method == "OPTIONS"
+            and "Origin" in self.request.headers
+            and "Access-Control-Request-Method" in self.request.headers
+        )
+
+    def answer_preflight(self) -> None:
+        """Answer a CORS preflight (204) with what the gateway allows."""
+        if self._headers.get("Access-Control-Allow-Origin"):
+            self.set_header("Access-Control-Allow-Methods", CORS_METHODS)
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", "86400")
+        self.set_status(204)
+        self.finish()
+
+    # -- the caller ------------------------------------------------------------------
+
+    def get_current_user(self) -> Principal | None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        try:
+            principal = self.services.tokens.verify(token.strip())
+        except InvalidToken:
+            return None
+        user_id_var.set(principal.user_id)
+        return principal
+
+    def require_user(self) -> Principal | None:
+        """The caller, or an ApiError 401 when auth is required and the token is missing or invalid."""
+        principal = self.current_user
+        if principal is None and self.services.settings.auth_required:
+            raise ApiError(401, "unauthorized", "a valid bearer token is required",
+                           {"WWW-Authenticate": 'Bearer realm="mediaserver"'})
+        return principal
+
+    # -- errors ----------------------------------------------------------------------
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        headers: dict[str, str] = {}
+        if isinstance(exc, ApiError):
+            code, message, headers = exc.code, exc.message, exc.headers
+        elif isinstance(exc, ConnectionFailure):
+            status_code, code, message = 503, "metadata_unavailable", "the metadata store is unavailable; retry later"
+            headers = {"Retry-After": "5"}
+        elif isinstance(exc, PyMongoError):
+            status_code, code, message = 503, "metadata_error", "the metadata store failed; retry later"
+            headers = {"Retry-After": "5"}
+        elif isinstance(exc, tornado.web.HTTPError):
+            code = _code_for(status_code)
+            message = exc.log_message if exc.log_message and status_code < 500 else http.HTTPStatus(status_code).phrase
+        else:
+            code, message = _code_for(status_code), "internal server error"
+        self.set_status(status_code)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        self.write_json_error(code, message)
+
+    def write_json_error(self, code: str, message: str) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish({"error": {"code": code, "message": message}})
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError) and not isinstance(value, (ConnectionFailure,)):
+            if value.status_code < 500:
+                return
+        if isinstance(value, PyMongoError):
+            log.warning("metadata store failure: %s", value)
+            return
+        super().log_exception(typ, value, tb)

@@ -1,0 +1,71 @@
+"""The `mediaserver` command: serve, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from gateway import __version__
+from gateway.config import Settings, describe
+
+log = logging.getLogger("mediaserver")
+
+
+async def serve(settings: Settings) -> None:
+    """Run the gateway until SIGINT or SIGTERM."""
+    from gateway.app import make_app, make_server
+    from gateway.services import Services
+
+    services = await Services.start(settings)
+    server = make_server(make_app(services), settings)
+    server.listen(settings.port, address=settings.host)
+    log.info("listening", extra={"host": settings.host, "port": settings.port,
+                                 "store": services.store.name, "version": __version__})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    server.stop()
+    await asyncio.wait_for(server.close_all_connections(), timeout=10) if hasattr(server, "close_all_connections") else None
+    await services.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediaserver", description="Resumable media upload gateway (tus 1.0 into S3, state in MongoDB).")
+    parser.add_argument("--version", action="version", version=f"mediaserver {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser("serve", help="run the gateway", description="Run the HTTP gateway. Flags override the environment; `mediaserver config` lists every variable.")
+    run.add_argument("--host", help="address to listen on (HOST)")
+    run.add_argument("--port", type=int, help="TCP port (PORT, default 3000)")
+    run.add_argument("--data-dir", help="folder for local objects, the embedded MongoDB and secrets (DATA_DIR)")
+
+    commands.add_parser("config", help="print every setting with its default and help", description="Print every environment variable the gateway reads, its default and what it does.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "config":
+        print(describe())
+        return 0
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
+    except ValueError as exc:
+        print(f"mediaserver: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from gateway.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Every setting of the gateway, declared once: environment variable, default, help.
+
+`Settings.from_env()` reads them; command-line flags may override some of them
+(`mediaserver serve --port`). `mediaserver config` prints this table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _size(text: str) -> int:
+    """Parse '5242880', '5MiB', '5M', '2GiB', '1G' into bytes."""
+    value = text.strip().upper().replace(" ", "")
+    for suffix, factor in (("GIB", GiB), ("MIB", MiB), ("KIB", 1024), ("G", GiB), ("M", MiB), ("K", 1024), ("B", 1)):
+        if value.endswith(suffix):
+            return int(float(value[: -len(suffix)]) * factor)
+    return int(value)
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its environment variable, default and a line of help."""
+
+    env: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+
+
+def option(env: str, default: Any, help: str, parse: Callable[[str], Any] = str) -> Any:
+    return field(default=default, metadata={"option": Option(env, default, help, parse)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's configuration. Immutable; build with `from_env` or `replace`."""
+
+    # --- serving
+    host: str = option("HOST", "127.0.0.1", "Address to listen on (0.0.0.0 in containers).")
+    port: int = option("PORT", 3000, "TCP port of the HTTP server.", int)
+    data_dir: str = option("DATA_DIR", "./data", "Folder for the local object store, the embedded MongoDB file and generated secrets.")
+    public_url: str = option("PUBLIC_URL", "", "Base URL clients reach the gateway at (for Location headers behind proxies); empty: taken from the request.")
+    trusted_proxy_hops: int = option("TRUSTED_PROXY_HOPS", 0, "Number of reverse proxies (e.g. 1 behind an ALB) whose X-Forwarded-For/-Proto entries are trusted.", int)
+    max_header_size: int = option("MAX_HEADER_SIZE", 64 * 1024, "Largest accepted request head in bytes.", _size)
+    idle_body_timeout: float = option("IDLE_BODY_TIMEOUT", 60.0, "Seconds a request body may stall before the connection is closed (slow-loris guard).", float)
+    idle_connection_timeout: float = option("IDLE_CONNECTION_TIMEOUT", 120.0, "Seconds an idle keep-alive connection is kept open.", float)
+    cors_origins: tuple = option("CORS_ORIGINS", ("*",), "Comma-separated origins allowed to call the API from browsers ('*' for any).", _list)
+    max_json_body: int = option("MAX_JSON_BODY", 64 * 1024, "Largest accepted non-upload request body (JSON) in bytes.", _size)
+
+    # --- storage
+    storage_backend: str = option("STORAGE_BACKEND", "local", "Object store: 'local' (files under DATA_DIR/objects) or 's3'.")
+    s3_bucket: str = option("S3_BUCKET", "", "S3 bucket for media and uploads in progress.")
+    aws_region: str = option("AWS_REGION", "eu-west-2", "AWS region of the bucket and of SSM parameters.")
+    s3_endpoint_url: str = option("S3_ENDPOINT_URL", "", "Custom S3 endpoint (MinIO, a test server); empty for AWS.")
+    s3_sse: str = option("S3_SSE", "AES256", "Server-side encryption for new objects: AES256, aws:kms, or empty for none.")
+    s3_max_workers: int = option("S3_MAX_WORKERS", 16, "Threads running S3 calls (bounds concurrent S3 requests of the process).", int)
+    s3_max_attempts: int = option("S3_MAX_ATTEMPTS", 5, "Attempts per S3 call (standard retry mode).", int)
+
+    # --- metadata
+    mongodb_uri: str = option("MONGODB_URI", "", "MongoDB connection string; empty starts the embedded wire server with its file in DATA_DIR.")
+    mongodb_db: str = option("MONGODB_DB", "mediaserver", "Database name, when the URI names none.")
+    mongodb_timeout: float = option("MONGODB_TIMEOUT", 5.0, "Seconds to wait for MongoDB server selection and each operation.", float)
+    mongodb_uri_ssm_parameter: str = option("MONGODB_URI_SSM_PARAMETER", "", "SSM Parameter Store name holding MONGODB_URI (read at start when set).")
+
+    # --- auth
+    jwt_secret: str = option("JWT_SECRET", "", "HS256 secret for access tokens; empty: generated once and kept in DATA_DIR.")
+    jwt_secret_ssm_parameter: str = option("JWT_SECRET_SSM_PARAMETER", "", "SSM Parameter Store name holding JWT_SECRET (read at start when set).")
+    jwt_ttl: int = option("JWT_TTL", 24 * 3600, "Lifetime of an access token in seconds.", int)
+    auth_required: bool = option("AUTH_REQUIRED", True, "Require a bearer token on upload and media routes.", _bool)
+
+    # --- tus uploads
+    tus_max_size: int = option("TUS_MAX_SIZE", 50 * GiB, "Largest upload accepted (Tus-Max-Size).", _size)
+    upload_expiration: int = option("UPLOAD_EXPIRATION", 24 * 3600, "Seconds an unfinished upload lives after its last write (Upload-Expires).", int)
+    reaper_interval: float = option("REAPER_INTERVAL", 60.0, "Seconds between sweeps that abort expired uploads.", float)
+    part_size: int = option("PART_SIZE", 8 * MiB, "Multipart part size (>= 5 MiB; raised per upload so it fits in 10,000 parts).", _size)
+    parts_in_flight_per_upload: int = option("PARTS_IN_FLIGHT_PER_UPLOAD", 2, "Parts of one upload sent to the store at once while the next fills.", int)
+    upload_memory_budget: int = option("UPLOAD_MEMORY_BUDGET", 192 * MiB, "Bytes of part buffers all uploads of the process may hold at once (backpressure beyond).", _size)
+    lease_ttl: float = option("LEASE_TTL", 10.0, "Seconds an upload lease lives without renewal (a crashed holder frees it after this).", float)
+    lease_wait: float = option("LEASE_WAIT", 12.0, "Seconds a PATCH waits for another holder's lease before answering 423.", float)
+
+    # --- downloads
+    download_chunk_size: int = option("DOWNLOAD_CHUNK_SIZE", 1 * MiB, "Bytes read from the store per chunk when streaming a download.", _size)
+
+    # --- logging
+    log_level: str = option("LOG_LEVEL", "INFO", "Logging level.")
+    log_format: str = option("LOG_FORMAT", "json", "'json' (one JSON object per line, for CloudWatch) or 'text'.")
+
+    @classmethod
+    def options(cls) -> list[tuple[str, Option]]:
+        """(attribute name, Option) for every setting, in declaration order."""
+        return [(f.name, f.metadata["option"]) for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every option from `environ` (default: os.environ); `overrides` win.
+
+        Raises ValueError naming the variable when a value does not parse.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, opt in cls.options():
+            raw = environ.get(opt.env)
+            if raw is None:
+                continue
+            try:
+                values[name] = opt.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{opt.env}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise ValueError when settings contradict each other."""
+        if self.storage_backend not in ("local", "s3"):
+            raise ValueError("STORAGE_BACKEND must be 'local' or 's3'")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("S3_BUCKET is required when STORAGE_BACKEND=s3")
+        if self.part_size < 5 * MiB:
+            raise ValueError("PART_SIZE must be at least 5 MiB")
+        if self.parts_in_flight_per_upload < 1:
+            raise ValueError("PARTS_IN_FLIGHT_PER_UPLOAD must be at least 1")
+        if self.upload_memory_budget < 2 * self.part_size:
+            raise ValueError("UPLOAD_MEMORY_BUDGET must hold at least two parts")
+        if self.log_format not in ("json", "text"):
+            raise ValueError("LOG_FORMAT must be 'json' or 'text'")
+
+
+def describe() -> str:
+    """The table printed by `mediaserver config`."""
+    lines = []
+    for _, opt in Settings.options():
+        default = opt.default if opt.default != "" else "(empty)"
+        lines.append(f"{opt.env}={default}\n    {opt.help}")
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""Answering GET/HEAD for a stored object: ranges, headers, chunked reads from the store."""
+
+from __future__ import annotations
+
+import tornado.iostream
+
+from gateway.base import ApiError, BaseHandler
+from streaming.ranges import RangeNotSatisfiable, content_disposition, parse_range
+
+
+async def stream_object(
+    handler: BaseHandler, key: str, size: int, content_type: str | None, filename: str | None
+) -> None:
+    """Answer GET/HEAD for an object with Range support, reading it chunk by chunk."""
+    handler.set_header("Accept-Ranges", "bytes")
+    handler.set_header("Content-Type", content_type or "application/octet-stream")
+    handler.set_header("Content-Disposition", content_disposition(filename))
+    handler.set_header("Cache-Control", "private, max-age=0")
+    try:
+        byte_range = parse_range(handler.request.headers.get("Range"), size)
+    except RangeNotSatisfiable:
+        raise ApiError(416, "range_not_satisfiable", "the requested range is outside the file",
+                       {"Content-Range": f"bytes */{size}"}) from None
+    start, end = (0, size) if byte_range is None else byte_range
+    if byte_range is not None:
+        handler.set_status(206)
+        handler.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+    handler.set_header("Content-Length", str(end - start))
+    if handler.request.method == "HEAD" or end == start:
+        return
+    chunk_size = handler.services.settings.download_chunk_size
+    async for chunk in handler.services.store.read_range(key, start, end, chunk_size):
+        handler.write(chunk)
+        try:
+            await handler.flush()
+        except tornado.iostream.StreamClosedError:
+            return
+
+

@@ -1,0 +1,140 @@
+"""Building and closing everything the handlers use: stores, MongoDB, the upload service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from auth.tokens import TokenIssuer
+from gateway.config import Settings
+from gateway.secrets import local_secret, read_ssm_parameter
+from metadata.connection import open_database
+from metadata.embedded import EmbeddedMongo
+from metadata.leases import LeaseRepository
+from metadata.uploads import UploadRepository
+from streaming.buffers import BufferPool
+from streaming.locking import UploadLocker
+from streaming.stores.base import ObjectStore
+from streaming.stores.local import LocalStore
+from streaming.stores.s3 import S3Store
+from streaming.uploads import UploadLimits, UploadService
+
+log = logging.getLogger("mediaserver")
+
+
+@dataclass
+class Services:
+    """Everything with a lifetime: created by `start`, released by `close`."""
+
+    settings: Settings
+    store: ObjectStore
+    db: AsyncDatabase
+    client: AsyncMongoClient
+    tokens: TokenIssuer
+    uploads: UploadService
+    executor: ThreadPoolExecutor
+    embedded_mongo: EmbeddedMongo | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Services":
+        """Connect to (or start) MongoDB, open the object store, create indexes, start the reaper."""
+        loop = asyncio.get_running_loop()
+        data_dir = Path(settings.data_dir)
+        embedded: EmbeddedMongo | None = None
+        mongodb_uri = settings.mongodb_uri
+        if settings.mongodb_uri_ssm_parameter:
+            mongodb_uri = await loop.run_in_executor(
+                None, read_ssm_parameter, settings.mongodb_uri_ssm_parameter, settings.aws_region)
+        if not mongodb_uri:
+            embedded = EmbeddedMongo(data_dir)
+            mongodb_uri = await loop.run_in_executor(None, embedded.start)
+            log.info("embedded MongoDB started", extra={"port": embedded.port})
+        jwt_secret = settings.jwt_secret
+        if settings.jwt_secret_ssm_parameter:
+            jwt_secret = await loop.run_in_executor(
+                None, read_ssm_parameter, settings.jwt_secret_ssm_parameter, settings.aws_region)
+        if not jwt_secret:
+            jwt_secret = local_secret(data_dir, "jwt-secret")
+
+        executor = ThreadPoolExecutor(max_workers=settings.s3_max_workers, thread_name_prefix="store")
+        store = build_store(settings, executor)
+        if isinstance(store, S3Store) and settings.s3_endpoint_url:
+            await store.ensure_bucket()
+        client, db = open_database(mongodb_uri, settings.mongodb_db, settings.mongodb_timeout)
+        repo = UploadRepository(db)
+        await repo.create_indexes()
+        locker = UploadLocker(LeaseRepository(db), ttl=settings.lease_ttl, wait=settings.lease_wait)
+        uploads = UploadService(
+            store,
+            repo,
+            locker,
+            BufferPool(settings.upload_memory_budget),
+            UploadLimits(
+                max_size=settings.tus_max_size,
+                part_size=settings.part_size,
+                window=settings.parts_in_flight_per_upload,
+                expiration=settings.upload_expiration,
+            ),
+        )
+        services = cls(
+            settings=settings,
+            store=store,
+            db=db,
+            client=client,
+            tokens=TokenIssuer(jwt_secret, settings.jwt_ttl),
+            uploads=uploads,
+            executor=executor,
+            embedded_mongo=embedded,
+        )
+        services.tasks.append(asyncio.ensure_future(services._reap_forever()))
+        return services
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval)
+            try:
+                expired = await self.uploads.expire_due()
+                if expired:
+                    log.info("expired uploads aborted", extra={"count": expired})
+            except Exception:  # noqa: BLE001 - the sweep runs again next interval
+                log.warning("expiry sweep failed", exc_info=True)
+
+    async def close(self) -> None:
+        """Stop background work and release every connection, thread and child process."""
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        with contextlib.suppress(Exception):
+            await self.client.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.embedded_mongo is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.embedded_mongo.stop)
+
+
+def build_store(settings: Settings, executor: ThreadPoolExecutor) -> ObjectStore:
+    """The object store the settings name."""
+    if settings.storage_backend == "s3":
+        return S3Store(
+            settings.s3_bucket,
+            executor,
+            region=settings.aws_region,
+            endpoint_url=settings.s3_endpoint_url or None,
+            sse=settings.s3_sse,
+            max_attempts=settings.s3_max_attempts,
+            max_connections=settings.s3_max_workers,
+        )
+    return LocalStore(Path(settings.data_dir) / "store", executor)

@@ -1,0 +1,1 @@
+"""MongoDB access: users, uploads, media; indexes; the embedded default server."""

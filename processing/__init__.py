@@ -1,0 +1,1 @@
+"""What an upload is: type detection from bytes, thumbnails, probing."""

@@ -1,0 +1,1 @@
+"""Bytes: the tus protocol, the upload state machine, object stores and ranged reads."""

@@ -1,0 +1,262 @@
+"""An object store on Amazon S3 (or an S3-compatible server) through boto3.
+
+boto3 is blocking, so every call runs in a bounded thread pool: the pool size
+bounds how many S3 requests the process has open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Callable, Sequence
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from streaming.stores.base import ObjectNotFound, PartRef, StoreError
+
+_NOT_FOUND_CODES = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
+
+
+class MemoryReader(io.RawIOBase):
+    """A seekable, read-only file over a memoryview (no copy of the buffer)."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view.cast("B") if view.format != "B" else view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:  # type: ignore[override]
+        n = min(len(target), len(self._view) - self._pos)
+        target[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = len(self._view) - self._pos
+        data = bytes(self._view[self._pos : self._pos + size])
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, min(len(self._view), base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3Store:
+    """Objects in one S3 bucket. Calls run in `executor`; `on_call` observes durations."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        executor: ThreadPoolExecutor,
+        *,
+        region: str,
+        endpoint_url: str | None = None,
+        sse: str = "AES256",
+        max_attempts: int = 5,
+        max_connections: int = 16,
+        on_call: Callable[[str, float, bool], None] | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self._executor = executor
+        self._sse = {"ServerSideEncryption": sse} if sse else {}
+        self._on_call = on_call
+        self._client = boto3.session.Session().client(
+            "s3",
+            region_name=region,
+            endpoint_url=endpoint_url or None,
+            config=Config(
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                max_pool_connections=max_connections,
+                connect_timeout=10,
+                read_timeout=120,
+                s3={"addressing_style": "path"} if endpoint_url else None,
+            ),
+        )
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    async def _call(self, operation: str, **kwargs: Any) -> Any:
+        method = getattr(self._client, operation)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ok = False
+        try:
+            result = await loop.run_in_executor(self._executor, lambda: method(**kwargs))
+            ok = True
+            return result
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND_CODES:
+                raise ObjectNotFound(f"{operation}: {_code(exc)}") from exc
+            raise StoreError(f"{operation}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"{operation}: {exc}") from exc
+        finally:
+            if self._on_call is not None:
+                self._on_call(operation, loop.time() - started, ok)
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        result = await self._call(
+            "create_multipart_upload", Bucket=self.bucket, Key=key, ContentType=content_type, **self._sse
+        )
+        return result["UploadId"]
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
+        result = await self._call(
+            "upload_part",
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=MemoryReader(data),
+            ContentLength=len(data),
+        )
+        return result["ETag"]
+
+    async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:
+        result = await self._call(
+            "upload_part_copy",
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": self.bucket, "Key": source_key},
+            CopySourceRange=f"bytes={first}-{last}",
+        )
+        return result["CopyPartResult"]["ETag"]
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef]) -> None:
+        await self._call(
+            "complete_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
+        )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self._call("abort_multipart_upload", Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ObjectNotFound:
+            pass
+
+    async def put_object(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream") -> None:
+        view = memoryview(data)
+        await self._call(
+            "put_object",
+            Bucket=self.bucket,
+            Key=key,
+            Body=MemoryReader(view),
+            ContentLength=len(view),
+            ContentType=content_type,
+            **self._sse,
+        )
+
+    async def get_object(self, key: str) -> bytes:
+        result = await self._call("get_object", Bucket=self.bucket, Key=key)
+        body = result["Body"]
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, body.read)
+        finally:
+            body.close()
+
+    async def read_range(self, key: str, start: int, end: int, chunk_size: int) -> AsyncIterator[bytes]:
+        if end <= start:
+            return
+        result = await self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        body = result["Body"]
+        loop = asyncio.get_running_loop()
+        try:
+            remaining = end - start
+            while remaining > 0:
+                chunk = await loop.run_in_executor(self._executor, body.read, min(chunk_size, remaining))
+                if not chunk:
+                    raise StoreError(f"{key}: body ended {remaining} bytes early")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            body.close()
+
+    async def object_size(self, key: str) -> int | None:
+        try:
+            result = await self._call("head_object", Bucket=self.bucket, Key=key)
+        except ObjectNotFound:
+            return None
+        return int(result["ContentLength"])
+
+    async def delete_object(self, key: str) -> None:
+        try:
+            await self._call("delete_object", Bucket=self.bucket, Key=key)
+        except ObjectNotFound:
+            pass
+
+    async def delete_prefix(self, prefix: str) -> int:
+        count = 0
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._call("list_objects_v2", **kwargs)
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                await self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                count += len(keys)
+            if not page.get("IsTruncated"):
+                return count
+            token = page.get("NextContinuationToken")
+
+    async def signed_url(self, key: str, expires_in: int, filename: str | None = None) -> str | None:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f"inline; filename*=UTF-8''{quote(filename)}"
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            lambda: self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in),
+        )
+
+    async def check(self) -> None:
+        key = f"health/{uuid.uuid4().hex}"
+        await self.put_object(key, b"ok", "text/plain")
+        await self.delete_object(key)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._client.close)
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket when it is missing (for local S3-compatible servers)."""
+        try:
+            await self._call("head_bucket", Bucket=self.bucket)
+        except (ObjectNotFound, StoreError):
+            config = {}
+            region = self._client.meta.region_name
+            if region and region != "us-east-1":
+                config = {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            await self._call("create_bucket", Bucket=self.bucket, **config)

@@ -1,0 +1,230 @@
+"""The bytes of one PATCH going into one upload.
+
+A `PartWriter` fills a part buffer from the request body. Each full part is
+sent to the store while the next one fills, with at most `window` parts in
+flight; each part is committed to MongoDB as soon as it and every part before
+it are durable, so the stored offset never counts a byte the store does not
+hold and a crash loses at most the parts not yet durable. When the body ends
+(or the client goes away) the bytes too few for a part are stored as the
+upload's tail object and counted in the offset; the next writer starts from
+that tail. When the last byte arrives the upload is completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING
+
+from metadata.uploads import PartRecord, UploadRecord, VersionConflict
+from streaming.errors import LeaseLost, SizeExceeded, StorageFailure, UploadError
+from streaming.locking import Lease
+from streaming.stores.base import StoreError
+
+if TYPE_CHECKING:
+    from streaming.uploads import UploadService
+
+log = logging.getLogger(__name__)
+
+
+def tail_key(upload_id: str) -> str:
+    """A fresh key for an upload's tail object (never overwritten, so a stale writer cannot clobber it)."""
+    return f"tus/{upload_id}/tail-{uuid.uuid4().hex}"
+
+
+class PartWriter:
+    """Writes one request body into an upload. Create with `UploadService.open_writer`."""
+
+    def __init__(self, service: "UploadService", record: UploadRecord, lease: Lease, limit: int) -> None:
+        self._service = service
+        self._record = record
+        self._lease = lease
+        self._limit = limit
+        self._part_size = record.part_size
+        self._buffer: bytearray | None = None
+        self._fill = 0
+        self._durable_in_buffer = record.tail_size
+        self._next_number = record.parts_count + 1
+        self._tasks: deque[asyncio.Future] = deque()
+        self._failure: BaseException | None = None
+        self._finished: asyncio.Future | None = None
+        self.received = 0
+        lease.on_lost(lambda: self._fail(LeaseLost("the upload's lease was lost")))
+
+    @property
+    def record(self) -> UploadRecord:
+        """The upload as last committed by this writer."""
+        return self._record
+
+    @property
+    def position(self) -> int:
+        """Offset in the upload just past the last byte accepted by `write`."""
+        return self._record.parts_bytes + self._in_flight_bytes + self._fill
+
+    @property
+    def _in_flight_bytes(self) -> int:
+        return (self._next_number - 1 - self._record.parts_count) * self._part_size
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+
+    async def open(self) -> None:
+        """Take a part buffer and load the upload's tail into it."""
+        self._buffer = await self._service.buffers.acquire(self._part_size)
+        record = self._record
+        if record.tail_size:
+            try:
+                tail = await self._service.store.get_object(record.tail_key or "")
+            except StoreError as exc:
+                await self._release_buffer()
+                raise StorageFailure(f"could not read the upload's stored tail: {exc}") from exc
+            if len(tail) != record.tail_size:
+                await self._release_buffer()
+                raise StorageFailure("the upload's stored tail has the wrong size")
+            self._buffer[: len(tail)] = tail
+            self._fill = len(tail)
+
+    async def write(self, chunk: bytes) -> None:
+        """Accept the next bytes of the body; waits while the window or memory budget is full.
+
+        Raises SizeExceeded (nothing of `chunk` accepted) when the chunk would pass the
+        upload's length or the server's maximum, and the writer's failure if it failed.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self.position + len(chunk) > self._limit:
+            raise SizeExceeded("the body is longer than the upload's remaining length")
+        view = memoryview(chunk)
+        while view:
+            assert self._buffer is not None
+            n = min(len(view), self._part_size - self._fill)
+            self._buffer[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._part_size:
+                await self._send_part()
+        self.received += len(chunk)
+
+    async def _send_part(self) -> None:
+        if self._record.multipart_id is None:
+            self._record = await self._service.start_multipart(self._record, bytes(self._buffer[:4096]))
+        while len(self._tasks) >= self._service.window:
+            await asyncio.wait([self._tasks[0]])
+            if self._failure is not None:
+                raise self._failure
+        buffer, size = self._buffer, self._fill
+        self._buffer, self._fill, self._durable_in_buffer = None, 0, 0
+        number = self._next_number
+        self._next_number += 1
+        previous = self._tasks[-1] if self._tasks else None
+        task = asyncio.ensure_future(self._upload_and_commit(number, buffer, size, previous))
+        task.add_done_callback(self._part_done)
+        self._tasks.append(task)
+        self._buffer = await self._service.buffers.acquire(self._part_size)
+
+    def _part_done(self, task: asyncio.Future) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception())
+
+    async def _upload_and_commit(self, number: int, buffer: bytearray, size: int, previous: asyncio.Future | None) -> None:
+        record = self._record
+        try:
+            etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number, memoryview(buffer)[:size])
+        except StoreError as exc:
+            raise StorageFailure(f"storing part {number} failed: {exc}") from exc
+        finally:
+            await self._service.buffers.release(buffer)
+        if previous is not None:
+            await previous
+        if self._lease.lost.is_set():
+            raise LeaseLost("the upload's lease was lost")
+        await self._commit_part(PartRecord(number, etag, size))
+
+    async def _commit_part(self, part: PartRecord) -> None:
+        record = self._record
+        old_tail = record.tail_key
+        await self._service.repo.save_part(record.id, part)
+        try:
+            self._record = await self._service.repo.save(
+                record.evolve(
+                    parts_count=part.number,
+                    parts_bytes=record.parts_bytes + part.size,
+                    tail_key=None,
+                    tail_size=0,
+                    expires_at=self._service.new_expiry(),
+                )
+            )
+        except VersionConflict:
+            raise LeaseLost("the upload was changed by another writer") from None
+        self._service.bytes_committed(part.size)
+        if old_tail:
+            await self._service.discard_object(old_tail)
+
+    async def finish(self) -> UploadRecord:
+        """Wait for the parts in flight, store the tail, complete the upload if it is whole.
+
+        Safe to call more than once (later calls wait for the first). Always gives
+        the lease and the buffers back. Returns the committed record; raises the
+        writer's failure after committing whatever was durable before it.
+        """
+        if self._finished is None:
+            self._finished = asyncio.ensure_future(self._finish())
+        return await asyncio.shield(self._finished)
+
+    async def _finish(self) -> UploadRecord:
+        try:
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
+            if self._failure is not None:
+                raise self._failure
+            record = self._record
+            end = record.parts_bytes + self._fill
+            if record.length is not None and end == record.length:
+                assert self._buffer is not None
+                self._record = await self._service.complete(record, memoryview(self._buffer)[: self._fill])
+            elif self._fill > self._durable_in_buffer:
+                await self._store_tail()
+            return self._record
+        finally:
+            await self._release_buffer()
+            await self._service.locker.release(self._lease)
+
+    async def abort(self) -> None:
+        """Stop without storing the bytes not yet committed (parts already committed stay)."""
+        self._fail(UploadError("aborted"))
+        with contextlib.suppress(BaseException):
+            await self.finish()
+
+    async def _store_tail(self) -> None:
+        assert self._buffer is not None
+        record = self._record
+        key = tail_key(record.id)
+        try:
+            await self._service.store.put_object(key, memoryview(self._buffer)[: self._fill])
+        except StoreError as exc:
+            raise StorageFailure(f"storing the upload's tail failed: {exc}") from exc
+        if self._lease.lost.is_set():
+            await self._service.discard_object(key)
+            raise LeaseLost("the upload's lease was lost")
+        try:
+            self._record = await self._service.repo.save(
+                record.evolve(tail_key=key, tail_size=self._fill, expires_at=self._service.new_expiry())
+            )
+        except VersionConflict:
+            await self._service.discard_object(key)
+            raise LeaseLost("the upload was changed by another writer") from None
+        self._service.bytes_committed(self._fill - self._durable_in_buffer)
+        self._durable_in_buffer = self._fill
+        if record.tail_key and record.tail_key != key:
+            await self._service.discard_object(record.tail_key)
+
+    async def _release_buffer(self) -> None:
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            await self._service.buffers.release(buffer)

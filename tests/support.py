@@ -1,0 +1,136 @@
+"""Test helpers: free ports, gateway processes, small tus calls."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class GatewayProcess:
+    """A `mediaserver serve` child process with its own environment."""
+
+    def __init__(self, env: dict[str, str], data_dir: Path) -> None:
+        self.env = env
+        self.data_dir = Path(data_dir)
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.data_dir / f"gateway-{env['PORT']}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['PORT']}"
+
+    @property
+    def files_url(self) -> str:
+        return f"{self.url}/files/"
+
+    def start(self, timeout: float = 30) -> None:
+        environment = dict(os.environ)
+        environment.update(self.env)
+        environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"], env=environment, cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise TimeoutError(f"gateway did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as in a crash."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def auth(token: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **TUS, **headers}
+
+
+def create_upload(gateway: GatewayProcess, token: str, length: int | None, **headers: str) -> str:
+    """POST a new upload; return its URL."""
+    extra = {"Upload-Length": str(length)} if length is not None else {"Upload-Defer-Length": "1"}
+    response = requests.post(gateway.files_url, headers=auth(token, **extra, **headers), timeout=30)
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+def patch(url: str, token: str, offset: int, data: bytes, **headers: str) -> requests.Response:
+    return requests.patch(
+        url, data=data, timeout=60,
+        headers=auth(token, **{"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream", **headers}),
+    )
+
+
+def head(url: str, token: str) -> requests.Response:
+    return requests.head(url, headers=auth(token), timeout=30)
+
+
+def download(url: str, token: str) -> bytes:
+    response = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    """Deterministic incompressible bytes."""
+    return random.Random(seed).randbytes(size)
