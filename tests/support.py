@@ -134,3 +134,55 @@ def sha256(data: bytes) -> str:
 def random_bytes(size: int, seed: int = 0) -> bytes:
     """Deterministic incompressible bytes."""
     return random.Random(seed).randbytes(size)
+
+
+def raw_patch(url: str, token: str, offset: int, declared: int, body: bytes, *, finish: bool = False) -> socket.socket:
+    """Send a PATCH head declaring `declared` body bytes, then `body`; return the open socket.
+
+    With `finish` the caller expects `body` to be the whole body; otherwise closing the
+    socket leaves the request cut off mid-body.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    head_lines = [
+        f"PATCH {parts.path} HTTP/1.1",
+        f"Host: {parts.hostname}:{parts.port}",
+        f"Authorization: Bearer {token}",
+        "Tus-Resumable: 1.0.0",
+        "Content-Type: application/offset+octet-stream",
+        f"Upload-Offset: {offset}",
+        f"Content-Length: {declared}",
+        "", "",
+    ]
+    sock.sendall("\r\n".join(head_lines).encode())
+    view = memoryview(body)
+    while view:
+        sent = sock.send(view[: 256 * 1024])
+        view = view[sent:]
+    return sock
+
+
+def read_status(sock: socket.socket) -> int:
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed before a status line")
+        data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def wait_for_offset(url: str, token: str, predicate, timeout: float = 30) -> int:
+    """Poll HEAD until predicate(offset) holds; return the offset."""
+    deadline = time.monotonic() + timeout
+    offset = -1
+    while time.monotonic() < deadline:
+        response = head(url, token)
+        if response.status_code == 200:
+            offset = int(response.headers["Upload-Offset"])
+            if predicate(offset):
+                return offset
+        time.sleep(0.1)
+    raise TimeoutError(f"offset stayed at {offset}")
