@@ -38,7 +38,8 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "import sys; from nx_27017.nx_27017 import main; sys.exit(main())",
-         "--db", str(folder / "db.sqlite"), "--host", "127.0.0.1", "-p", str(port),
+         # --data-dir: one SQLite file per logical database, so each gateway's database is isolated
+         "--data-dir", str(folder), "--host", "127.0.0.1", "-p", str(port),
          "--log-file", str(folder / "log"), "--pid-file", str(folder / "pid")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

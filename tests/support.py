@@ -74,7 +74,8 @@ class GatewayProcess:
 
     def log(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            return "\n".join(line for line in lines if "mediaserver.access" not in line)[-8000:]
         except OSError:
             return ""
 

@@ -25,7 +25,7 @@ class ObjectNotFound(StoreError):
 
 @dataclass(frozen=True)
 class PartRef:
-    """An uploaded part of a multipart upload."""
+    """An uploaded part of a multipart upload (`etag` is the store's opaque part token)."""
 
     number: int
     etag: str
@@ -41,9 +41,10 @@ class ObjectStore(Protocol):
         """Start a multipart upload of `key`; return its upload id."""
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
-        """Store `data` as part `number` (replacing an earlier one); return its ETag.
+        """Store `data` as part `number` (replacing an earlier one); return its part token.
 
-        Returns only once the part is durable.
+        The token (ETag and whatever else the store needs) is opaque: callers keep it
+        and pass it back to `complete_multipart`. Returns only once the part is durable.
         """
 
     async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:

@@ -20,6 +20,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 from streaming.stores.base import ObjectNotFound, PartRef, StoreError
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
+CHECKSUM = "CRC32"
+
+
+def _part_token(etag: str, checksum: str | None) -> str:
+    """The opaque part reference handed to callers: ETag plus the part's CRC32."""
+    return f"{etag}|{checksum or ''}"
+
+
+def _part_entry(number: int, token: str) -> dict[str, Any]:
+    etag, _, checksum = token.partition("|")
+    entry: dict[str, Any] = {"PartNumber": number, "ETag": etag}
+    if checksum:
+        entry[f"Checksum{CHECKSUM}"] = checksum
+    return entry
 
 
 class MemoryReader(io.RawIOBase):
@@ -124,7 +138,8 @@ class S3Store:
 
     async def create_multipart(self, key: str, content_type: str) -> str:
         result = await self._call(
-            "create_multipart_upload", Bucket=self.bucket, Key=key, ContentType=content_type, **self._sse
+            "create_multipart_upload", Bucket=self.bucket, Key=key, ContentType=content_type,
+            ChecksumAlgorithm=CHECKSUM, **self._sse,
         )
         return result["UploadId"]
 
@@ -137,8 +152,9 @@ class S3Store:
             PartNumber=number,
             Body=MemoryReader(data),
             ContentLength=len(data),
+            ChecksumAlgorithm=CHECKSUM,
         )
-        return result["ETag"]
+        return _part_token(result["ETag"], result.get(f"Checksum{CHECKSUM}"))
 
     async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:
         result = await self._call(
@@ -150,7 +166,8 @@ class S3Store:
             CopySource={"Bucket": self.bucket, "Key": source_key},
             CopySourceRange=f"bytes={first}-{last}",
         )
-        return result["CopyPartResult"]["ETag"]
+        copied = result["CopyPartResult"]
+        return _part_token(copied["ETag"], copied.get(f"Checksum{CHECKSUM}"))
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef]) -> None:
         await self._call(
@@ -158,7 +175,7 @@ class S3Store:
             Bucket=self.bucket,
             Key=key,
             UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
+            MultipartUpload={"Parts": [_part_entry(p.number, p.etag) for p in parts]},
         )
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -176,6 +193,7 @@ class S3Store:
             Body=MemoryReader(view),
             ContentLength=len(view),
             ContentType=content_type,
+            ChecksumAlgorithm=CHECKSUM,
             **self._sse,
         )
 

@@ -1,0 +1,180 @@
+"""Upload throughput and memory of the gateway, against a direct boto3 baseline in the same run.
+
+Prints, for one invocation:
+  * MB/s of a tus upload (one streamed PATCH, as tus-js-client sends by default) of a
+    SIZE file through the gateway into a moto S3 server;
+  * MB/s of a direct boto3 multipart upload of the same file, same part size, same server;
+  * their ratio and the gateway's peak RSS;
+  * the gateway's peak RSS for uploads of each --local-sizes file into the local store.
+
+Usage: python bench/upload.py [--size 1GiB] [--local-sizes 256MiB,2GiB] [--part-size 8MiB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.config import _size  # noqa: E402
+from tests.support import GatewayProcess, free_port, wait_for_port  # noqa: E402
+
+MiB = 1024 * 1024
+JWT_SECRET = secrets.token_urlsafe(48)
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(4 * MiB)
+    with open(path, "wb") as fh:
+        written = 0
+        while written < size:
+            n = min(len(block), size - written)
+            fh.write(block[:n])
+            written += n
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    wait_for_port(port, 60)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_mongo(folder: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nx_27017.nx_27017 import main; sys.exit(main())",
+         "--db", str(folder / "bench.sqlite"), "--host", "127.0.0.1", "-p", str(port),
+         "--log-file", str(folder / "mongo.log"), "--pid-file", str(folder / "mongo.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 30)
+    return process, f"mongodb://127.0.0.1:{port}/"
+
+
+def token() -> str:
+    from auth.tokens import Principal, TokenIssuer
+
+    return TokenIssuer(JWT_SECRET, 3600).issue(Principal("bench", "bench"))[0]
+
+
+def tus_upload(gateway: GatewayProcess, path: Path) -> float:
+    """Create an upload and send the whole file in one streamed PATCH; return seconds."""
+    size = path.stat().st_size
+    bearer = token()
+    parts = urlsplit(gateway.url)
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600, blocksize=1 * MiB)
+    conn.request("POST", "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size),
+                                             "Authorization": f"Bearer {bearer}"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 201, response.status
+    location = urlsplit(response.headers["Location"]).path
+    with open(path, "rb") as fh:
+        conn.request("PATCH", location, body=fh, headers={
+            "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": str(size),
+            "Content-Type": "application/offset+octet-stream", "Authorization": f"Bearer {bearer}"})
+        response = conn.getresponse()
+        body = response.read()
+    elapsed = time.perf_counter() - started
+    assert response.status == 204, (response.status, body)
+    assert response.headers["Upload-Offset"] == str(size)
+    conn.close()
+    return elapsed
+
+
+def direct_upload(endpoint: str, bucket: str, path: Path, part_size: int) -> float:
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
+                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
+    started = time.perf_counter()
+    s3.upload_file(str(path), bucket, f"direct/{path.name}", Config=config,
+                   ExtraArgs={"ServerSideEncryption": "AES256"})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1GiB")
+    parser.add_argument("--local-sizes", default="256MiB,2GiB")
+    parser.add_argument("--part-size", default="8MiB")
+    args = parser.parse_args()
+    size, part_size = _size(args.size), _size(args.part_size)
+
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
+        folder = Path(tmp)
+        moto, endpoint = start_moto()
+        mongo, mongo_uri = start_mongo(folder)
+        try:
+            source = folder / "source.bin"
+            make_file(source, size)
+            env = {"HOST": "127.0.0.1", "DATA_DIR": str(folder / "gw"), "MONGODB_URI": mongo_uri,
+                   "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING", "PART_SIZE": str(part_size),
+                   "STORAGE_BACKEND": "s3", "S3_BUCKET": "bench", "S3_ENDPOINT_URL": endpoint,
+                   "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "eu-west-2"}
+            (folder / "gw").mkdir()
+            gateway = GatewayProcess(dict(env, PORT=str(free_port())), folder / "gw")
+            gateway.start()
+            try:
+                gateway_seconds = tus_upload(gateway, source)
+                gateway_rss = peak_rss_mib(gateway.process.pid)
+            finally:
+                gateway.stop()
+            direct_seconds = direct_upload(endpoint, "bench", source, part_size)
+            mb = size / 1e6
+            print(f"S3 (moto), {args.size} file, part size {args.part_size}")
+            print(f"  gateway tus upload : {mb / gateway_seconds:8.1f} MB/s  ({gateway_seconds:.1f} s)")
+            print(f"  direct boto3       : {mb / direct_seconds:8.1f} MB/s  ({direct_seconds:.1f} s)")
+            print(f"  ratio gateway/direct: {direct_seconds / gateway_seconds:.2f}")
+            print(f"  gateway peak RSS   : {gateway_rss:.0f} MiB")
+            source.unlink()
+
+            print("local store")
+            for label in [s for s in args.local_sizes.split(",") if s]:
+                local_size = _size(label)
+                local_source = folder / f"local-{label}.bin"
+                make_file(local_source, local_size)
+                data_dir = folder / f"local-{label}"
+                data_dir.mkdir()
+                local = GatewayProcess(dict(env, PORT=str(free_port()), STORAGE_BACKEND="local",
+                                            DATA_DIR=str(data_dir)), data_dir)
+                local.start()
+                try:
+                    seconds = tus_upload(local, local_source)
+                    rss = peak_rss_mib(local.process.pid)
+                finally:
+                    local.stop()
+                print(f"  {label:>7}: {local_size / 1e6 / seconds:8.1f} MB/s, gateway peak RSS {rss:.0f} MiB")
+                local_source.unlink()
+        finally:
+            moto.terminate()
+            mongo.terminate()
+            moto.wait()
+            mongo.wait()
+
+
+if __name__ == "__main__":
+    main()
