@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run the whole suite.
+# The tests start their own S3 (moto) and MongoDB (nx-27017) servers on loopback
+# unless TEST_S3_ENDPOINT_URL / TEST_MONGODB_URI name real ones (see README).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+cd "$ROOT"
+"$VENV/bin/python" -m pip install -q -e ".[test]"
+
+status=0
+"$VENV/bin/python" -m pytest "$@" || status=$?
+if [ -x scripts/check_infra.sh ] || [ -f scripts/check_infra.sh ]; then
+  bash scripts/check_infra.sh || status=$?
+fi
+exit $status

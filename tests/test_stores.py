@@ -1,0 +1,98 @@
+"""The object store contract, for the local store and S3 over TCP (moto or a real server)."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from streaming.stores.base import ObjectNotFound, PartRef, StoreError
+from streaming.stores.local import LocalStore
+from streaming.stores.s3 import S3Store
+from tests.support import random_bytes
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(request, tmp_path, s3_server):
+    executor = ThreadPoolExecutor(4)
+    if request.param == "local":
+        instance = LocalStore(tmp_path, executor)
+    else:
+        import os
+
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            if name in s3_server:
+                os.environ.setdefault(name, s3_server[name])
+        instance = S3Store(s3_server["S3_BUCKET"], executor, region=s3_server["AWS_REGION"],
+                           endpoint_url=s3_server["S3_ENDPOINT_URL"] or None)
+        await instance.ensure_bucket()
+    yield instance
+    await instance.close()
+    executor.shutdown()
+
+
+async def read_all(store, key, start, end):
+    return b"".join([chunk async for chunk in store.read_range(key, start, end, 1000)])
+
+
+async def test_multipart_round_trip(store):
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    data = random_bytes(11 * MiB + 3, seed=7)
+    upload = await store.create_multipart(key, "application/octet-stream")
+    first = await store.upload_part(key, upload, 1, memoryview(data)[: 5 * MiB])
+    stale = await store.upload_part(key, upload, 2, memoryview(b"z" * (5 * MiB)))
+    second = await store.upload_part(key, upload, 2, memoryview(data)[5 * MiB : 10 * MiB])
+    third = await store.upload_part(key, upload, 3, memoryview(data)[10 * MiB :])
+    assert stale != second
+    await store.complete_multipart(key, upload, [PartRef(1, first, 5 * MiB), PartRef(2, second, 5 * MiB),
+                                                 PartRef(3, third, MiB + 3)])
+    assert await store.object_size(key) == len(data)
+    assert await read_all(store, key, 0, len(data)) == data
+    assert await read_all(store, key, 5 * MiB - 10, 5 * MiB + 10) == data[5 * MiB - 10 : 5 * MiB + 10]
+    await store.delete_object(key)
+    assert await store.object_size(key) is None
+
+
+async def test_complete_with_a_stale_part_token_fails(store):
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    upload = await store.create_multipart(key, "application/octet-stream")
+    old = await store.upload_part(key, upload, 1, memoryview(b"a" * 10))
+    await store.upload_part(key, upload, 1, memoryview(b"b" * 10))
+    with pytest.raises(StoreError):
+        await store.complete_multipart(key, upload, [PartRef(1, old, 10)])
+    await store.abort_multipart(key, upload)
+    await store.abort_multipart(key, upload)
+
+
+async def test_copy_part(store):
+    source = f"media/files/{uuid.uuid4().hex}.bin"
+    data = random_bytes(6 * MiB, seed=8)
+    await store.put_object(source, data)
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    upload = await store.create_multipart(key, "application/octet-stream")
+    first = await store.copy_part(key, upload, 1, source, 0, 5 * MiB - 1)
+    second = await store.copy_part(key, upload, 2, source, 5 * MiB, 6 * MiB - 1)
+    await store.complete_multipart(key, upload, [PartRef(1, first, 5 * MiB), PartRef(2, second, MiB)])
+    assert await read_all(store, key, 0, 6 * MiB) == data
+
+
+async def test_small_objects_and_prefixes(store):
+    prefix = f"tus/{uuid.uuid4().hex}/"
+    for name in ("a", "b", "c"):
+        await store.put_object(prefix + name, name.encode())
+    assert await store.get_object(prefix + "b") == b"b"
+    assert await store.delete_prefix(prefix) == 3
+    with pytest.raises(ObjectNotFound):
+        await store.get_object(prefix + "a")
+    await store.check()
+
+
+async def test_missing_objects(store):
+    with pytest.raises(ObjectNotFound):
+        await store.get_object(f"media/files/{uuid.uuid4().hex}")
+    with pytest.raises(ObjectNotFound):
+        await read_all(store, f"media/files/{uuid.uuid4().hex}", 0, 10)
+    await store.delete_object(f"media/files/{uuid.uuid4().hex}")

@@ -1,0 +1,40 @@
+"""Settings from the environment."""
+
+import pytest
+
+from gateway.config import MiB, Settings, describe
+from streaming.uploads import UploadLimits, UploadService
+
+
+def test_defaults_and_overrides():
+    settings = Settings.from_env({}, port=None)
+    assert settings.port == 3000
+    assert settings.storage_backend == "local"
+    settings = Settings.from_env({"PORT": "8080", "PART_SIZE": "16MiB", "AUTH_REQUIRED": "false",
+                                  "CORS_ORIGINS": "https://a.example, https://b.example"}, port=9000)
+    assert settings.port == 9000
+    assert settings.part_size == 16 * MiB
+    assert settings.auth_required is False
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+
+
+@pytest.mark.parametrize("env", [{"PORT": "x"}, {"PART_SIZE": "1MiB"}, {"STORAGE_BACKEND": "ftp"},
+                                 {"STORAGE_BACKEND": "s3"}, {"AUTH_REQUIRED": "maybe"}])
+def test_bad_settings_name_the_variable(env):
+    with pytest.raises(ValueError):
+        Settings.from_env(env)
+
+
+def test_every_option_is_described():
+    text = describe()
+    for _, option in Settings.options():
+        assert option.env in text
+
+
+def test_part_size_fits_ten_thousand_parts():
+    service = UploadService.__new__(UploadService)
+    service.limits = UploadLimits(max_size=200 * 1024**3, part_size=8 * MiB, window=2, expiration=60)
+    assert service.part_size_for(1) == 8 * MiB
+    assert service.part_size_for(100 * 1024**3) * 10_000 >= 100 * 1024**3
+    assert service.part_size_for(100 * 1024**3) % MiB == 0
+    assert service.part_size_for(None) * 10_000 >= 200 * 1024**3
