@@ -17,6 +17,7 @@ setup(
         "pwdlib[argon2]>=0.2",
         "prometheus-client>=0.21",
         "Pillow>=11",
+        "python-multipart>=0.0.20",
         "tuspy>=1.1",
     ],
     extras_require={

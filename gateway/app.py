@@ -12,6 +12,8 @@ from gateway.base import BaseHandler, request_id_var, user_id_var
 from gateway.health import DetailedHealthHandler, HealthHandler
 from gateway.net import client_ip
 from gateway.services import Services
+from gateway.auth_routes import handlers as auth_handlers
+from gateway.media_routes import handlers as media_handlers
 from streaming.tus.handler import handlers as tus_handlers
 
 access_log = logging.getLogger("mediaserver.access")
@@ -19,6 +21,8 @@ access_log = logging.getLogger("mediaserver.access")
 
 class NotFoundHandler(BaseHandler):
     """Every unknown route: a JSON 404."""
+
+    rate_limit = None
 
     def prepare(self) -> None:
         self.set_status(404)
@@ -48,6 +52,8 @@ def make_app(services: Services) -> tornado.web.Application:
     routes = [
         (r"/health", HealthHandler),
         (r"/health/detailed", DetailedHealthHandler),
+        *auth_handlers(),
+        *media_handlers(),
         *tus_handlers(),
     ]
     return tornado.web.Application(

@@ -7,6 +7,7 @@ status; clients never see a stack trace.
 from __future__ import annotations
 
 import contextvars
+import json
 import http
 import logging
 import re
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from auth.tokens import InvalidToken, Principal
+from auth.current_user import CurrentUserMixin
+from gateway.net import client_ip, client_protocol
+from auth.tokens import Principal, TokenIssuer
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -80,7 +83,7 @@ def _code_for(status: int) -> str:
         return "error"
 
 
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
     """Common behaviour of every route."""
 
     request_id: str
@@ -132,19 +135,45 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(204)
         self.finish()
 
+    # -- rate limits -----------------------------------------------------------------
+
+    #: which limiter guards the handler: "rest", "login", "tus" or None
+    rate_limit: str | None = "rest"
+
+    def client_ip(self) -> str:
+        return client_ip(self.request, self.services.settings.trusted_proxy_hops)
+
+    def base_url(self) -> str:
+        """The gateway's URL as clients reach it (PUBLIC_URL, or scheme and host of the request)."""
+        configured = self.services.settings.public_url.rstrip("/")
+        if configured:
+            return configured
+        return f"{client_protocol(self.request, self.services.settings.trusted_proxy_hops)}://{self.request.host}"
+
+    def check_rate_limit(self, kind: str | None = None, key: str | None = None) -> None:
+        """Count this request against limiter `kind`; ApiError 429 with Retry-After past it."""
+        kind = kind or self.rate_limit
+        if kind is None or self.request.method == "OPTIONS":
+            return
+        limiter = self.services.limiters[kind]
+        decision = limiter.hit(key or self.client_ip())
+        for name, value in decision.headers().items():
+            self.set_header(name, value)
+        if not decision.allowed:
+            self.services.on_rate_limited(kind)
+            raise ApiError(429, "too_many_requests", "too many requests; retry later", decision.headers())
+
+    def prepare(self) -> Any:
+        self.check_rate_limit()
+
     # -- the caller ------------------------------------------------------------------
 
-    def get_current_user(self) -> Principal | None:
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        try:
-            principal = self.services.tokens.verify(token.strip())
-        except InvalidToken:
-            return None
+    @property
+    def token_issuer(self) -> TokenIssuer:
+        return self.services.tokens
+
+    def on_principal(self, principal: Principal) -> None:
         user_id_var.set(principal.user_id)
-        return principal
 
     def require_user(self) -> Principal | None:
         """The caller, or an ApiError 401 when auth is required and the token is missing or invalid."""
@@ -176,6 +205,23 @@ class BaseHandler(tornado.web.RequestHandler):
         for name, value in headers.items():
             self.set_header(name, value)
         self.write_json_error(code, message)
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight for every route."""
+        self.answer_preflight()
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object; ApiError 400/415 otherwise."""
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        try:
+            value = json.loads(self.request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        return value
 
     def write_json_error(self, code: str, message: str) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")

@@ -88,6 +88,18 @@ class Settings:
     jwt_ttl: int = option("JWT_TTL", 24 * 3600, "Lifetime of an access token in seconds.", int)
     auth_required: bool = option("AUTH_REQUIRED", True, "Require a bearer token on upload and media routes.", _bool)
 
+    # --- protection
+    rate_limit_requests: int = option("RATE_LIMIT_REQUESTS", 100, "REST and auth requests allowed per client IP per window.", int)
+    rate_limit_window: int = option("RATE_LIMIT_WINDOW", 900, "Window of RATE_LIMIT_REQUESTS in seconds (15 minutes).", int)
+    login_rate_limit: int = option("LOGIN_RATE_LIMIT", 10, "Login and register attempts allowed per client IP per RATE_LIMIT_WINDOW.", int)
+    tus_rate_per_second: float = option("TUS_RATE_PER_SECOND", 50.0, "Sustained tus requests per second per user (PATCH/HEAD/POST/DELETE).", float)
+    tus_rate_burst: int = option("TUS_RATE_BURST", 500, "Burst of tus requests per user above the sustained rate.", int)
+
+    # --- media API
+    rest_max_file_size: int = option("REST_MAX_FILE_SIZE", 5 * GiB, "Largest file accepted by POST /api/media/upload.", _size)
+    rest_max_form_parts: int = option("REST_MAX_FORM_PARTS", 8, "Most multipart/form-data parts accepted by POST /api/media/upload.", int)
+    signed_url_ttl: int = option("SIGNED_URL_TTL", 3600, "Seconds a signed media URL stays valid.", int)
+
     # --- tus uploads
     tus_max_size: int = option("TUS_MAX_SIZE", 50 * GiB, "Largest upload accepted (Tus-Max-Size).", _size)
     upload_expiration: int = option("UPLOAD_EXPIRATION", 24 * 3600, "Seconds an unfinished upload lives after its last write (Upload-Expires).", int)

@@ -27,6 +27,8 @@ def memory_bytes() -> dict[str, int]:
 class HealthHandler(BaseHandler):
     """Cheap liveness: the process answers HTTP."""
 
+    rate_limit = None
+
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.write({"status": "ok", "version": __version__})
@@ -34,6 +36,8 @@ class HealthHandler(BaseHandler):
 
 class DetailedHealthHandler(BaseHandler):
     """Readiness with reasons: object store writable, MongoDB reachable, memory, uptime."""
+
+    rate_limit = None
 
     async def _check(self, name: str, probe) -> dict:
         started = time.perf_counter()

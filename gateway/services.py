@@ -19,7 +19,12 @@ from gateway.secrets import local_secret, read_ssm_parameter
 from metadata.connection import open_database
 from metadata.embedded import EmbeddedMongo
 from metadata.leases import LeaseRepository
+from metadata.media import MediaRepository
 from metadata.uploads import UploadRepository
+from metadata.users import UserRepository
+from gateway.media_service import MediaService
+from gateway.ratelimit import FixedWindowLimiter, TokenBucketLimiter
+from gateway.signed_urls import UrlSigner
 from streaming.buffers import BufferPool
 from streaming.locking import UploadLocker
 from streaming.stores.base import ObjectStore
@@ -41,6 +46,10 @@ class Services:
     tokens: TokenIssuer
     uploads: UploadService
     executor: ThreadPoolExecutor
+    cpu_executor: ThreadPoolExecutor
+    users: UserRepository
+    media: MediaService
+    limiters: dict[str, Any]
     embedded_mongo: EmbeddedMongo | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +81,10 @@ class Services:
             await store.ensure_bucket()
         client, db = open_database(mongodb_uri, settings.mongodb_db, settings.mongodb_timeout)
         repo = UploadRepository(db)
-        await repo.create_indexes()
+        users = UserRepository(db)
+        media_repo = MediaRepository(db)
+        for repository in (repo, users, media_repo):
+            await repository.create_indexes()
         locker = UploadLocker(LeaseRepository(db), ttl=settings.lease_ttl, wait=settings.lease_wait)
         uploads = UploadService(
             store,
@@ -86,6 +98,9 @@ class Services:
                 expiration=settings.upload_expiration,
             ),
         )
+        media = MediaService(store, media_repo, repo, UrlSigner(jwt_secret), settings.signed_url_ttl)
+        uploads.completion_hooks.append(media.on_upload_complete)
+        uploads.deletion_hooks.append(media.on_upload_deleted)
         services = cls(
             settings=settings,
             store=store,
@@ -94,10 +109,23 @@ class Services:
             tokens=TokenIssuer(jwt_secret, settings.jwt_ttl),
             uploads=uploads,
             executor=executor,
+            cpu_executor=ThreadPoolExecutor(max_workers=2, thread_name_prefix="cpu"),
+            users=users,
+            media=media,
+            limiters={
+                "rest": FixedWindowLimiter(settings.rate_limit_requests, settings.rate_limit_window),
+                "login": FixedWindowLimiter(settings.login_rate_limit, settings.rate_limit_window),
+                "tus": TokenBucketLimiter(settings.tus_rate_per_second, settings.tus_rate_burst),
+            },
             embedded_mongo=embedded,
         )
         services.tasks.append(asyncio.ensure_future(services._reap_forever()))
         return services
+
+    def on_rate_limited(self, kind: str) -> None:
+        """A request was refused by limiter `kind` (observed by metrics)."""
+        for observer in self.extras.get("rate_limit_observers", []):
+            observer(kind)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -121,6 +149,7 @@ class Services:
         with contextlib.suppress(Exception):
             await self.client.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.cpu_executor.shutdown(wait=False, cancel_futures=True)
         if self.embedded_mongo is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded_mongo.stop)
 

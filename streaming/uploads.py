@@ -125,6 +125,26 @@ class UploadService:
             record = await self.complete(record, memoryview(b""))
         return record
 
+    async def open_stream(self, owner: str | None, metadata: dict[str, str | None], max_size: int) -> PartWriter:
+        """A new upload of unknown length and its writer, for bodies that are one whole file.
+
+        Finish the writer with `end_of_file=True`; on failure call `terminate`.
+        """
+        if max_size > self.limits.max_size:
+            max_size = self.limits.max_size
+        now = time.time()
+        record = await self.repo.insert(UploadRecord(
+            id=uuid.uuid4().hex, owner=owner, length=None, part_size=self.part_size_for(max_size),
+            created_at=now, expires_at=now + self.limits.expiration, metadata=metadata))
+        lease = await self.locker.acquire(record.id, 0)
+        try:
+            writer = PartWriter(self, record, lease, max_size)
+            await writer.open()
+            return writer
+        except BaseException:
+            await self.locker.release(lease)
+            raise
+
     async def get(self, upload_id: str) -> UploadRecord:
         """The upload's committed state. Raises UploadNotFound or UploadGone."""
         record = await self.repo.get(upload_id)

@@ -166,18 +166,21 @@ class PartWriter:
         if old_tail:
             await self._service.discard_object(old_tail)
 
-    async def finish(self) -> UploadRecord:
+    async def finish(self, *, end_of_file: bool = False) -> UploadRecord:
         """Wait for the parts in flight, store the tail, complete the upload if it is whole.
+
+        With `end_of_file` the bytes written so far are the whole file: a deferred
+        length is set to them and the upload completes.
 
         Safe to call more than once (later calls wait for the first). Always gives
         the lease and the buffers back. Returns the committed record; raises the
         writer's failure after committing whatever was durable before it.
         """
         if self._finished is None:
-            self._finished = asyncio.ensure_future(self._finish())
+            self._finished = asyncio.ensure_future(self._finish(end_of_file))
         return await asyncio.shield(self._finished)
 
-    async def _finish(self) -> UploadRecord:
+    async def _finish(self, end_of_file: bool) -> UploadRecord:
         try:
             if self._tasks:
                 await asyncio.wait(list(self._tasks))
@@ -185,6 +188,11 @@ class PartWriter:
                 raise self._failure
             record = self._record
             end = record.parts_bytes + self._fill
+            if end_of_file and record.length is None:
+                try:
+                    record = self._record = await self._service.repo.save(record.evolve(length=end))
+                except VersionConflict:
+                    raise LeaseLost("the upload was changed by another writer") from None
             if record.length is not None and end == record.length:
                 assert self._buffer is not None
                 self._record = await self._service.complete(record, memoryview(self._buffer)[: self._fill])

@@ -17,7 +17,6 @@ import tornado.web
 
 from gateway.base import ApiError, BaseHandler
 from gateway.downloads import stream_object
-from gateway.net import client_protocol
 from metadata.uploads import COMPLETE, UploadRecord
 from streaming.errors import (
     ConcatenationError,
@@ -79,6 +78,7 @@ class TusHandler(BaseHandler):
     """One handler for the collection (`/files/`) and each upload (`/files/<id>`)."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
+    rate_limit = None
 
     _writer: PartWriter | None = None
     _rejection: Exception | None = None
@@ -107,7 +107,9 @@ class TusHandler(BaseHandler):
         if self.request.method != "GET" and self.request.headers.get("Tus-Resumable") not in TUS_VERSIONS:
             raise ApiError(412, "unsupported_version", "Tus-Resumable must name a supported version",
                            {"Tus-Version": ",".join(TUS_VERSIONS)})
-        self.require_user()
+        principal = self.require_user()
+        if self.request.method != "GET":
+            self.check_rate_limit("tus", principal.user_id if principal else self.client_ip())
         upload_id = self.path_args[0] if self.path_args else None
         if upload_id is not None and not _UPLOAD_ID.match(upload_id):
             raise ApiError(404, "upload_not_found", "no such upload")
@@ -275,10 +277,7 @@ class TusHandler(BaseHandler):
         self.set_status(201)
 
     def _upload_url(self, upload_id: str) -> str:
-        base = self.services.settings.public_url.rstrip("/")
-        if not base:
-            base = f"{client_protocol(self.request, self.services.settings.trusted_proxy_hops)}://{self.request.host}"
-        return f"{base}/files/{upload_id}"
+        return f"{self.base_url()}/files/{upload_id}"
 
     async def head(self, upload_id: str | None = None) -> None:
         if upload_id is None:

@@ -1,0 +1,262 @@
+"""The REST media API: `/api/media` list, get, delete, upload, and signed file URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import tornado.web
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import parse_options_header
+
+from gateway.base import ApiError, BaseHandler
+from gateway.downloads import stream_object
+from metadata.media import CATEGORIES, DELETED, MediaItem
+from streaming.errors import SizeExceeded, UploadError
+from streaming.ranges import safe_filename
+from streaming.tus.handler import tus_error
+from streaming.writer import PartWriter
+
+log = logging.getLogger("mediaserver.media")
+_ID = r"([0-9a-f]{32})"
+_background: set[asyncio.Future] = set()
+
+
+def _int_arg(handler: BaseHandler, name: str, default: int, low: int, high: int) -> int:
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, "validation_error", f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+class MediaListHandler(BaseHandler):
+    """GET /api/media: the caller's media, newest first, paginated, filtered by type."""
+
+    async def get(self) -> None:
+        principal = self.require_user()
+        page = _int_arg(self, "page", 1, 1, 100_000)
+        limit = _int_arg(self, "limit", 20, 1, 100)
+        category = self.get_query_argument("type", None)
+        if category is not None and category not in CATEGORIES:
+            raise ApiError(400, "validation_error", f"type must be one of {', '.join(CATEGORIES)}")
+        owner = None if principal is not None and principal.is_admin and self.get_query_argument("all", "") == "true" \
+            else (principal.user_id if principal else None)
+        items, total = await self.services.media.media.page(owner, category, page, limit)
+        base = self.base_url()
+        described = [await self.services.media.describe(item, base) for item in items]
+        self.write({"items": described, "page": page, "limit": limit, "total": total,
+                    "pages": (total + limit - 1) // limit})
+
+
+class MediaItemHandler(BaseHandler):
+    """GET and DELETE /api/media/<id>."""
+
+    async def _item(self, media_id: str) -> MediaItem:
+        principal = self.require_user()
+        item = await self.services.media.visible(
+            media_id, principal.user_id if principal else None, bool(principal and principal.is_admin))
+        if item is None:
+            raise ApiError(404, "media_not_found", "no such media")
+        return item
+
+    async def get(self, media_id: str) -> None:
+        item = await self._item(media_id)
+        if item.status == DELETED:
+            raise ApiError(404, "media_not_found", "no such media")
+        self.set_header("Cache-Control", "no-store")
+        self.write(await self.services.media.describe(item, self.base_url()))
+
+    async def delete(self, media_id: str) -> None:
+        item = await self._item(media_id)
+        await self.services.media.delete(item)
+        log.info("media deleted", extra={"media_id": media_id})
+        self.set_status(204)
+
+
+class SignedFileHandler(BaseHandler):
+    """GET/HEAD /media/<id>/<original|thumbnail>?expires=..&signature=..: no token, a signature."""
+
+    rate_limit = None
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Cross-Origin-Resource-Policy", "cross-origin")
+
+    async def get(self, media_id: str, kind: str) -> None:
+        if not self.services.media.signer.verify(media_id, kind, self.get_query_argument("expires", None),
+                                                 self.get_query_argument("signature", None)):
+            raise ApiError(403, "invalid_signature", "the URL is invalid or expired")
+        item = await self.services.media.media.get(media_id)
+        key = None if item is None or item.status == DELETED else (item.key if kind == "original" else item.thumbnail_key)
+        if item is None or key is None:
+            raise ApiError(404, "media_not_found", "no such media")
+        size = item.size if kind == "original" else await self.services.store.object_size(key)
+        if size is None:
+            raise ApiError(404, "media_not_found", "no such media")
+        content_type = item.content_type if kind == "original" else "image/jpeg"
+        await stream_object(self, key, size, content_type, item.filename if kind == "original" else None)
+
+    head = get
+
+
+@tornado.web.stream_request_body
+class MediaUploadHandler(BaseHandler):
+    """POST /api/media/upload: one file in multipart/form-data, streamed into the store."""
+
+    _writer: PartWriter | None = None
+    _parser: MultipartParser | None = None
+    _failure: ApiError | None = None
+    _done = False
+    _file_complete = False
+
+    async def prepare(self) -> None:
+        super().prepare()
+        self._principal = self.require_user()
+        settings = self.services.settings
+        kind, options = parse_options_header(self.request.headers.get("Content-Type", ""))
+        if kind != b"multipart/form-data" or not options.get(b"boundary"):
+            raise ApiError(415, "unsupported_media_type", "send the file as multipart/form-data (field 'file')")
+        body_limit = settings.rest_max_file_size + 1024 * 1024
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > body_limit:
+            raise ApiError(413, "file_too_large", f"files are limited to {settings.rest_max_file_size} bytes")
+        self.request.connection.set_max_body_size(body_limit)  # type: ignore[attr-defined]
+        self._parts = 0
+        self._current: dict[str, Any] = {}
+        self._header_field = b""
+        self._header_value = b""
+        self._pending: list[bytes | None] = []
+        self._file_seen = False
+        self._parser = MultipartParser(options[b"boundary"], callbacks={
+            "on_part_begin": self._on_part_begin,
+            "on_header_field": lambda data, start, end: self._add_header(field=data[start:end]),
+            "on_header_value": lambda data, start, end: self._add_header(value=data[start:end]),
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+        }, max_header_count=8, max_header_size=4096)
+
+    # -- multipart callbacks (synchronous; file bytes are queued for `data_received`) --
+
+    def _on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > self.services.settings.rest_max_form_parts:
+            raise ApiError(413, "too_many_parts", "too many form parts")
+        self._current = {"headers": {}}
+
+    def _add_header(self, field: bytes | None = None, value: bytes | None = None) -> None:
+        if field is not None:
+            self._header_field += field
+        if value is not None:
+            self._header_value += value
+
+    def _on_header_end(self) -> None:
+        name = self._header_field.decode("latin-1").strip().lower()
+        self._current["headers"][name] = self._header_value.decode("utf-8", "replace").strip()
+        self._header_field, self._header_value = b"", b""
+
+    def _on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._current["headers"].get("content-disposition", ""))
+        field = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        self._current["is_file"] = filename is not None
+        if filename is not None:
+            if field != "file":
+                raise ApiError(400, "unexpected_file", "send the file in the field named 'file'")
+            if self._file_seen:
+                raise ApiError(400, "too_many_files", "send one file per request")
+            self._file_seen = True
+            self._pending.append(b"")  # marks the start of the file
+            self._filename = safe_filename(filename.decode("utf-8", "replace"))
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current.get("is_file"):
+            self._pending.append(bytes(data[start:end]))
+
+    def _on_part_end(self) -> None:
+        if self._current.get("is_file"):
+            self._pending.append(None)
+
+    # -- body --------------------------------------------------------------------------
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._failure is not None or self._parser is None:
+            return
+        try:
+            self._parser.write(chunk)
+            pending, self._pending = self._pending, []
+            for item in pending:
+                if item == b"" and self._writer is None:
+                    self._writer = await self.services.uploads.open_stream(
+                        self._principal.user_id if self._principal else None,
+                        {"filename": self._filename, "source": "rest"},
+                        self.services.settings.rest_max_file_size,
+                    )
+                elif item is None:
+                    self._file_complete = True
+                elif item:
+                    assert self._writer is not None
+                    await self._writer.write(item)
+        except ApiError as exc:
+            self._failure = exc
+        except SizeExceeded:
+            self._failure = ApiError(413, "file_too_large",
+                                     f"files are limited to {self.services.settings.rest_max_file_size} bytes")
+        except MultipartParseError:
+            self._failure = ApiError(400, "invalid_multipart", "the multipart body is malformed")
+        except UploadError as exc:
+            self._failure = tus_error(exc)
+
+    async def _discard(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.abort()
+            try:
+                await self.services.uploads.terminate(writer.record.id)
+            except Exception:  # noqa: BLE001 - leftovers expire with the upload
+                log.warning("could not discard a failed REST upload", exc_info=True)
+
+    async def post(self) -> None:
+        self._done = True
+        if self._failure is None and self._parser is not None:
+            try:
+                self._parser.finalize()
+            except MultipartParseError:
+                self._failure = ApiError(400, "invalid_multipart", "the multipart body is malformed")
+        if self._failure is None and (self._writer is None or not self._file_complete):
+            self._failure = ApiError(400, "missing_file", "the form has no complete field 'file'")
+        if self._failure is not None:
+            await self._discard()
+            raise self._failure
+        assert self._writer is not None
+        try:
+            record = await self._writer.finish(end_of_file=True)
+        except UploadError as exc:
+            await self._discard()
+            raise tus_error(exc) from None
+        item = await self.services.media.media.get(record.id)
+        if item is None:
+            item = await self.services.media.on_upload_complete(record)
+        log.info("REST upload stored", extra={"media_id": record.id, "size": record.length})
+        self.set_status(201)
+        self.write(await self.services.media.describe(item, self.base_url()))
+
+    def on_connection_close(self) -> None:
+        if not self._done and self._writer is not None:
+            task = asyncio.ensure_future(self._discard())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+
+def handlers() -> list[tuple[str, type]]:
+    return [
+        (r"/api/media", MediaListHandler),
+        (r"/api/media/upload", MediaUploadHandler),
+        (rf"/api/media/{_ID}", MediaItemHandler),
+        (rf"/media/{_ID}/(original|thumbnail)", SignedFileHandler),
+    ]

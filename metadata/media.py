@@ -1,0 +1,114 @@
+"""Media items in MongoDB: what a finished upload became, for listing and serving.
+
+Deleted items stay as tombstones (status "deleted") so a repeated DELETE by the
+owner is answered the same way as the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+PROCESSING = "processing"
+READY = "ready"
+FAILED = "failed"
+DELETED = "deleted"
+CATEGORIES = ("images", "videos", "files")
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    id: str
+    owner: str | None
+    category: str
+    key: str
+    size: int
+    content_type: str
+    filename: str | None
+    created_at: float
+    status: str = READY
+    reason: str | None = None
+    thumbnail_key: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    codec: str | None = None
+    frame_rate: float | None = None
+    sha256: str | None = None
+    source: str = "tus"
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+    def to_document(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["_id"] = doc.pop("id")
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> "MediaItem":
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in names}
+        values["id"] = doc["_id"]
+        return cls(**values)
+
+    def evolve(self, **changes: Any) -> "MediaItem":
+        return dataclasses.replace(self, **changes)
+
+
+class MediaConflict(Exception):
+    """The item changed since it was read."""
+
+
+class MediaRepository:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._media = db["media"]
+
+    async def create_indexes(self) -> None:
+        await self._media.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
+        await self._media.create_index([("owner", ASCENDING), ("category", ASCENDING), ("created_at", DESCENDING)])
+        await self._media.create_index([("status", ASCENDING)])
+
+    async def insert(self, item: MediaItem) -> MediaItem:
+        """Insert `item`; an item with the same id is kept as it is (idempotent)."""
+        try:
+            await self._media.insert_one(item.to_document())
+        except DuplicateKeyError:
+            existing = await self.get(item.id)
+            return existing or item
+        return item
+
+    async def get(self, media_id: str) -> MediaItem | None:
+        doc = await self._media.find_one({"_id": media_id})
+        return MediaItem.from_document(doc) if doc else None
+
+    async def save(self, item: MediaItem) -> MediaItem:
+        """Compare-and-swap on `version`; raises MediaConflict."""
+        updated = item.evolve(version=item.version + 1)
+        result = await self._media.replace_one({"_id": item.id, "version": item.version}, updated.to_document())
+        if result.matched_count != 1:
+            raise MediaConflict(item.id)
+        return updated
+
+    async def page(self, owner: str | None, category: str | None, page: int, limit: int) -> tuple[list[MediaItem], int]:
+        """Items of `owner` (None: everyone's), newest first, and the total count."""
+        query: dict[str, Any] = {"status": {"$ne": DELETED}}
+        if owner is not None:
+            query["owner"] = owner
+        if category:
+            query["category"] = category
+        total = await self._media.count_documents(query)
+        cursor = self._media.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).skip((page - 1) * limit).limit(limit)
+        return [MediaItem.from_document(d) async for d in cursor], total
+
+    async def with_status(self, status: str, limit: int = 100) -> list[MediaItem]:
+        cursor = self._media.find({"status": status}).limit(limit)
+        return [MediaItem.from_document(d) async for d in cursor]
+
+    async def purge_tombstones(self, older_than: float) -> int:
+        result = await self._media.delete_many({"status": DELETED, "created_at": {"$lt": older_than}})
+        return result.deleted_count
