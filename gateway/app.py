@@ -14,6 +14,7 @@ from gateway.net import client_ip
 from gateway.services import Services
 from gateway.auth_routes import handlers as auth_handlers
 from gateway.media_routes import handlers as media_handlers
+from gateway.openapi_route import handlers as openapi_handlers
 from streaming.tus.handler import handlers as tus_handlers
 
 access_log = logging.getLogger("mediaserver.access")
@@ -52,6 +53,7 @@ def make_app(services: Services) -> tornado.web.Application:
     routes = [
         (r"/health", HealthHandler),
         (r"/health/detailed", DetailedHealthHandler),
+        *openapi_handlers(),
         *auth_handlers(),
         *media_handlers(),
         *tus_handlers(),

@@ -83,8 +83,20 @@ def _code_for(status: int) -> str:
         return "error"
 
 
+DRAIN_LIMIT = 8 * 1024 * 1024
+
+
+@tornado.web.stream_request_body
 class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
-    """Common behaviour of every route."""
+    """Common behaviour of every route.
+
+    Bodies are streamed: small ones are collected (up to MAX_JSON_BODY) for
+    `json_body`; larger ones are read and dropped (up to DRAIN_LIMIT, so the
+    client receives the 413) or refused at once.
+    """
+
+    _body_buffer: bytearray | None = None
+    _body_too_large = False
 
     request_id: str
 
@@ -157,7 +169,8 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             return
         limiter = self.services.limiters[kind]
         decision = limiter.hit(key or self.client_ip())
-        for name, value in decision.headers().items():
+        self._rate_headers = decision.headers()
+        for name, value in self._rate_headers.items():
             self.set_header(name, value)
         if not decision.allowed:
             self.services.on_rate_limited(kind)
@@ -165,6 +178,28 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
 
     def prepare(self) -> Any:
         self.check_rate_limit()
+        self.limit_body()
+
+    def limit_body(self) -> None:
+        """Accept a body of at most MAX_JSON_BODY bytes (see the class docstring)."""
+        limit = self.services.settings.max_json_body
+        declared = self.request.headers.get("Content-Length", "")
+        size = int(declared) if declared.isdigit() else 0
+        if size > DRAIN_LIMIT:
+            raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+        self._body_too_large = size > limit
+        self._body_buffer = bytearray()
+        self.request.connection.set_max_body_size(DRAIN_LIMIT)  # type: ignore[attr-defined]
+
+    def data_received(self, chunk: bytes) -> None:
+        buffer = self._body_buffer
+        if buffer is None or self._body_too_large:
+            return
+        if len(buffer) + len(chunk) > self.services.settings.max_json_body:
+            self._body_too_large = True
+            self._body_buffer = bytearray()
+            return
+        buffer += chunk
 
     # -- the caller ------------------------------------------------------------------
 
@@ -202,7 +237,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         else:
             code, message = _code_for(status_code), "internal server error"
         self.set_status(status_code)
-        for name, value in headers.items():
+        for name, value in {**getattr(self, "_rate_headers", {}), **headers}.items():
             self.set_header(name, value)
         self.write_json_error(code, message)
 
@@ -212,11 +247,14 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; ApiError 400/415 otherwise."""
+        if self._body_too_large:
+            raise ApiError(413, "body_too_large",
+                           f"request bodies are limited to {self.services.settings.max_json_body} bytes")
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise ApiError(415, "unsupported_media_type", "send the body as application/json")
         try:
-            value = json.loads(self.request.body or b"null")
+            value = json.loads(bytes(self._body_buffer or b"") or b"null")
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(value, dict):

@@ -114,7 +114,7 @@ class MediaUploadHandler(BaseHandler):
     _file_complete = False
 
     async def prepare(self) -> None:
-        super().prepare()
+        self.check_rate_limit()
         self._principal = self.require_user()
         settings = self.services.settings
         kind, options = parse_options_header(self.request.headers.get("Content-Type", ""))
