@@ -15,6 +15,7 @@ from gateway.services import Services
 from gateway.auth_routes import handlers as auth_handlers
 from gateway.media_routes import handlers as media_handlers
 from gateway.openapi_route import handlers as openapi_handlers
+from gateway.web import handlers as web_handlers
 from streaming.tus.handler import handlers as tus_handlers
 
 access_log = logging.getLogger("mediaserver.access")
@@ -57,6 +58,7 @@ def make_app(services: Services) -> tornado.web.Application:
         *auth_handlers(),
         *media_handlers(),
         *tus_handlers(),
+        *web_handlers(),
     ]
     return tornado.web.Application(
         routes,

@@ -6,6 +6,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"
 "$VENV/bin/python" -m pip install -q -e ".[test]"
+# system packages and front-end/Node packages the tests use (ffmpeg, chromium, npm packages)
+bash scripts/install_test_deps.sh
+export PATH="$VENV/bin:$PATH"
 
 status=0
 "$VENV/bin/python" -m pytest "$@" || status=$?
