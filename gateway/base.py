@@ -66,17 +66,26 @@ SECURITY_HEADERS = {
 }
 
 
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 class ApiError(tornado.web.HTTPError):
     """An error answered to the client as JSON: status, machine code, human message."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, log_message=message)
+        super().__init__(status, log_message=message, reason="Checksum Mismatch" if status == 460 else None)
         self.code = code
         self.message = message
         self.headers = headers or {}
 
 
 def _code_for(status: int) -> str:
+    if status == 460:
+        return "checksum_mismatch"
     try:
         return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
     except ValueError:
@@ -233,10 +242,10 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             headers = {"Retry-After": "5"}
         elif isinstance(exc, tornado.web.HTTPError):
             code = _code_for(status_code)
-            message = exc.log_message if exc.log_message and status_code < 500 else http.HTTPStatus(status_code).phrase
+            message = exc.log_message if exc.log_message and status_code < 500 else _phrase(status_code)
         else:
             code, message = _code_for(status_code), "internal server error"
-        self.set_status(status_code)
+        self.set_status(status_code, reason="Checksum Mismatch" if status_code == 460 else None)
         for name, value in {**getattr(self, "_rate_headers", {}), **headers}.items():
             self.set_header(name, value)
         self.write_json_error(code, message)

@@ -152,6 +152,12 @@ class UploadRepository:
         cursor = self._uploads.find({"status": ACTIVE, "expires_at": {"$lt": now}}).limit(limit)
         return [UploadRecord.from_document(d) async for d in cursor]
 
+    async def expired_partials(self, now: float | None = None, limit: int = 100) -> list[UploadRecord]:
+        """Finished partial uploads whose expiry has passed (kept until then for reuse)."""
+        now = time.time() if now is None else now
+        cursor = self._uploads.find({"status": COMPLETE, "concat": "partial", "expires_at": {"$lt": now}}).limit(limit)
+        return [UploadRecord.from_document(d) async for d in cursor]
+
     async def purge_tombstones(self, now: float | None = None) -> int:
         """Delete expired-upload tombstones whose own time is up."""
         now = time.time() if now is None else now

@@ -18,7 +18,9 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 from metadata.uploads import ACTIVE, COMPLETE, EXPIRED, UploadRecord, UploadRepository, VersionConflict
 from processing.detect import SNIFF_BYTES, detect, object_key
 from streaming.buffers import BufferPool
+from streaming.concatenation import plan
 from streaming.errors import (
+    ConcatenationError,
     InvalidLength,
     LeaseLost,
     OffsetMismatch,
@@ -106,7 +108,8 @@ class UploadService:
         *,
         concat: str | None = None,
     ) -> UploadRecord:
-        """Register a new upload. `length` None defers it. Raises SizeExceeded past the maximum."""
+        """Register a new upload. `length` None defers it; `concat` "partial" marks a part of a
+        later concatenation. Raises SizeExceeded past the maximum."""
         if length is not None and length > self.limits.max_size:
             raise SizeExceeded(f"Upload-Length exceeds the maximum of {self.limits.max_size} bytes")
         now = time.time()
@@ -145,6 +148,80 @@ class UploadService:
             await self.locker.release(lease)
             raise
 
+    async def concatenate(
+        self, owner: str | None, partial_ids: Sequence[str], metadata: dict[str, str | None], is_admin: bool = False
+    ) -> UploadRecord:
+        """Create a final upload from finished partial uploads of `owner`, assembled in the store.
+
+        Raises ConcatenationError when a partial is unknown, someone else's, not partial or
+        not finished, and SizeExceeded past the maximum size.
+        """
+        if not partial_ids:
+            raise ConcatenationError("Upload-Concat: final needs at least one partial upload")
+        partials = []
+        for upload_id in partial_ids:
+            record = await self.repo.get(upload_id)
+            if record is None or (record.owner != owner and not is_admin) or record.status == EXPIRED:
+                raise ConcatenationError(f"no partial upload {upload_id}")
+            if record.concat != "partial":
+                raise ConcatenationError(f"upload {upload_id} is not a partial upload")
+            if record.status != COMPLETE or not record.key:
+                raise ConcatenationError(f"partial upload {upload_id} is not finished")
+            partials.append(record)
+        length = sum(record.length or 0 for record in partials)
+        if length > self.limits.max_size:
+            raise SizeExceeded(f"the concatenation exceeds the maximum of {self.limits.max_size} bytes")
+        now = time.time()
+        final = await self.repo.insert(UploadRecord(
+            id=uuid.uuid4().hex, owner=owner, length=length, part_size=self.part_size_for(length),
+            created_at=now, expires_at=now + self.limits.expiration, metadata=metadata,
+            concat="final", concat_parts=tuple(record.id for record in partials)))
+        try:
+            async with self.locker.hold(final.id, 0):
+                return await self._assemble(final, partials)
+        except BaseException:
+            await self.repo.delete(final.id)
+            raise
+
+    async def _assemble(self, final: UploadRecord, partials: Sequence[UploadRecord]) -> UploadRecord:
+        head = b""
+        for record in partials:
+            if record.length:
+                head = b"".join([chunk async for chunk in self.store.read_range(
+                    record.key or "", 0, min(record.length, SNIFF_BYTES), SNIFF_BYTES)])
+                break
+        detected = detect(head, _filename(final))
+        key = object_key(final.id, detected)
+        try:
+            multipart_id = await self.store.create_multipart(key, detected.mime)
+            parts: list[PartRef] = []
+            try:
+                for planned in plan([(record.key or "", record.length or 0) for record in partials]):
+                    if planned.copy:
+                        piece = planned.pieces[0]
+                        etag = await self.store.copy_part(key, multipart_id, planned.number, piece.key, piece.first, piece.last)
+                    else:
+                        joined = bytearray()
+                        for piece in planned.pieces:
+                            async for chunk in self.store.read_range(piece.key, piece.first, piece.last + 1, 1024 * 1024):
+                                joined += chunk
+                        etag = await self.store.upload_part(key, multipart_id, planned.number, memoryview(joined))
+                    parts.append(PartRef(planned.number, etag, planned.size))
+                if not parts:
+                    etag = await self.store.upload_part(key, multipart_id, 1, memoryview(b""))
+                    parts.append(PartRef(1, etag, 0))
+                await self.store.complete_multipart(key, multipart_id, parts)
+            except BaseException:
+                await self.store.abort_multipart(key, multipart_id)
+                raise
+        except StoreError as exc:
+            raise StorageFailure(f"concatenating the partial uploads failed: {exc}") from exc
+        done = await self.repo.save(final.evolve(
+            status=COMPLETE, key=key, content_type=detected.mime, parts_count=len(parts),
+            parts_bytes=final.length or 0, completed_at=time.time()))
+        await self._run_hooks(self.completion_hooks, done)
+        return done
+
     async def get(self, upload_id: str) -> UploadRecord:
         """The upload's committed state. Raises UploadNotFound or UploadGone."""
         record = await self.repo.get(upload_id)
@@ -157,11 +234,12 @@ class UploadService:
         return record
 
     async def open_writer(
-        self, upload_id: str, offset: int, *, length: int | None = None, wait: float | None = None
+        self, upload_id: str, offset: int, *, length: int | None = None, wait: float | None = None,
+        eager: bool = True,
     ) -> PartWriter:
         """Take the upload's lease and return a writer positioned at `offset`.
 
-        `length` sets a deferred length. Raises UploadLocked, UploadNotFound, UploadGone,
+        `length` sets a deferred length; `eager` False commits nothing before `finish`. Raises UploadLocked, UploadNotFound, UploadGone,
         UploadNotWritable, OffsetMismatch, InvalidLength, StorageFailure; on error the
         lease is released and nothing changed.
         """
@@ -177,7 +255,7 @@ class UploadService:
             if length is not None:
                 record = await self._set_length(record, length)
             limit = record.length if record.length is not None else self.limits.max_size
-            writer = PartWriter(self, record, lease, limit)
+            writer = PartWriter(self, record, lease, limit, eager)
             await writer.open()
             return writer
         except BaseException:
@@ -198,7 +276,7 @@ class UploadService:
     async def start_multipart(self, record: UploadRecord, head: bytes) -> UploadRecord:
         """Choose the final key from the file's first bytes and open the multipart upload."""
         detected = detect(head, _filename(record))
-        key = object_key(record.id, detected)
+        key = self._key_for(record, detected)
         try:
             multipart_id = await self.store.create_multipart(key, detected.mime)
         except StoreError as exc:
@@ -209,12 +287,19 @@ class UploadService:
             await self.store.abort_multipart(key, multipart_id)
             raise LeaseLost("the upload was changed by another writer") from None
 
+    @staticmethod
+    def _key_for(record: UploadRecord, detected) -> str:
+        """Partial uploads are staging data; everything else is media."""
+        if record.concat == "partial":
+            return f"partials/{record.id}"
+        return object_key(record.id, detected)
+
     async def complete(self, record: UploadRecord, last: memoryview) -> UploadRecord:
         """Store the last bytes, assemble the object and mark the upload complete."""
         try:
             if record.multipart_id is None:
                 detected = detect(bytes(last[:SNIFF_BYTES]), _filename(record))
-                record = record.evolve(key=object_key(record.id, detected), content_type=detected.mime)
+                record = record.evolve(key=self._key_for(record, detected), content_type=detected.mime)
                 await self.store.put_object(record.key or "", last, detected.mime)
                 parts_count = 0
             else:
@@ -278,7 +363,7 @@ class UploadService:
                 if record.status == ACTIVE and record.multipart_id and record.key:
                     await self.store.abort_multipart(record.key, record.multipart_id)
                 await self.store.delete_prefix(f"tus/{record.id}/")
-                if record.status == COMPLETE and record.key and record.concat != "partial":
+                if record.status == COMPLETE and record.key:
                     await self.store.delete_object(record.key)
             except StoreError as exc:
                 raise StorageFailure(f"deleting the upload's data failed: {exc}") from exc
@@ -311,6 +396,13 @@ class UploadService:
                 log.warning("could not expire upload", extra={"upload_id": candidate.id}, exc_info=True)
             finally:
                 await self.locker.release(lease)
+        for partial in await self.repo.expired_partials(now):
+            try:
+                await self.store.delete_object(partial.key or "")
+                await self.repo.delete(partial.id)
+                expired += 1
+            except StoreError:
+                log.warning("could not delete expired partial upload", extra={"upload_id": partial.id}, exc_info=True)
         await self.repo.purge_tombstones(now)
         return expired
 

@@ -38,7 +38,8 @@ def tail_key(upload_id: str) -> str:
 class PartWriter:
     """Writes one request body into an upload. Create with `UploadService.open_writer`."""
 
-    def __init__(self, service: "UploadService", record: UploadRecord, lease: Lease, limit: int) -> None:
+    def __init__(self, service: "UploadService", record: UploadRecord, lease: Lease, limit: int,
+                 eager: bool = True) -> None:
         self._service = service
         self._record = record
         self._lease = lease
@@ -52,6 +53,10 @@ class PartWriter:
         self._failure: BaseException | None = None
         self._finished: asyncio.Future | None = None
         self.received = 0
+        # eager: commit each part once durable; otherwise only in finish() (for bodies that
+        # may still be rejected as a whole: checksums, bodies of unknown length)
+        self._eager = eager
+        self._deferred: list[PartRecord] = []
         lease.on_lost(lambda: self._fail(LeaseLost("the upload's lease was lost")))
 
     @property
@@ -144,7 +149,10 @@ class PartWriter:
             await previous
         if self._lease.lost.is_set():
             raise LeaseLost("the upload's lease was lost")
-        await self._commit_part(PartRecord(number, etag, size))
+        if self._eager:
+            await self._commit_part(PartRecord(number, etag, size))
+        else:
+            self._deferred.append(PartRecord(number, etag, size))
 
     async def _commit_part(self, part: PartRecord) -> None:
         record = self._record
@@ -186,6 +194,9 @@ class PartWriter:
                 await asyncio.wait(list(self._tasks))
             if self._failure is not None:
                 raise self._failure
+            for part in self._deferred:
+                await self._commit_part(part)
+            self._deferred.clear()
             record = self._record
             end = record.parts_bytes + self._fill
             if end_of_file and record.length is None:
@@ -204,7 +215,7 @@ class PartWriter:
             await self._service.locker.release(self._lease)
 
     async def abort(self) -> None:
-        """Stop without storing the bytes not yet committed (parts already committed stay)."""
+        """Stop without committing anything more (parts committed eagerly before stay)."""
         self._fail(UploadError("aborted"))
         with contextlib.suppress(BaseException):
             await self.finish()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import time
 
+import pytest
+
 import requests
 
 from tests.conftest import make_token
@@ -253,3 +255,96 @@ def test_expiration_is_advertised_in_the_future(gateway, token):
     from email.utils import parsedate_to_datetime
 
     assert parsedate_to_datetime(expires).timestamp() > time.time()
+
+
+# -- checksum -------------------------------------------------------------------------
+
+
+def _digest(algorithm: str, data: bytes) -> str:
+    import hashlib
+    import zlib
+
+    if algorithm == "crc32":
+        raw = zlib.crc32(data).to_bytes(4, "big")
+    else:
+        raw = hashlib.new(algorithm, data).digest()
+    return base64.b64encode(raw).decode()
+
+
+def test_checksum_is_advertised(gateway):
+    response = requests.options(gateway.files_url)
+    assert "checksum" in response.headers["Tus-Extension"].split(",")
+    algorithms = response.headers["Tus-Checksum-Algorithm"].split(",")
+    for name in ("sha1", "md5", "sha256", "crc32"):
+        assert name in algorithms
+
+
+def test_checksum_match_and_mismatch(gateway, token):
+    data = random_bytes(6 * MiB + 11, seed=30)
+    url = create_upload(gateway, token, len(data) * 2)
+    for algorithm in ("sha1", "md5", "sha256", "crc32"):
+        wrong = patch(url, token, 0, data, **{"Upload-Checksum": f"{algorithm} {_digest(algorithm, data[:-1] + b'x')}"})
+        assert wrong.status_code == 460, algorithm
+        assert wrong.json()["error"]["code"] == "checksum_mismatch"
+        assert head(url, token).headers["Upload-Offset"] == "0", "nothing committed on a mismatch"
+    right = patch(url, token, 0, data, **{"Upload-Checksum": f"sha256 {_digest('sha256', data)}"})
+    assert right.status_code == 204
+    assert right.headers["Upload-Offset"] == str(len(data))
+    second = patch(url, token, len(data), data, **{"Upload-Checksum": f"crc32 {_digest('crc32', data)}"})
+    assert second.status_code == 204
+    assert download(url, token) == data + data
+
+
+def test_checksum_header_errors(gateway, token):
+    url = create_upload(gateway, token, 3)
+    for header in ("whirlpool AAAA", "sha1 not-base64!", "sha1 " + base64.b64encode(b"short").decode(), "sha1"):
+        response = patch(url, token, 0, b"abc", **{"Upload-Checksum": header})
+        assert response.status_code == 400, header
+    assert head(url, token).headers["Upload-Offset"] == "0"
+
+
+# -- concatenation ----------------------------------------------------------------------
+
+
+def _partial(gateway, token, data: bytes) -> str:
+    url = create_upload(gateway, token, len(data), **{"Upload-Concat": "partial"})
+    if data:
+        assert patch(url, token, 0, data).status_code == 204
+    assert head(url, token).headers["Upload-Concat"] == "partial"
+    return url
+
+
+@pytest.mark.parametrize("sizes", [
+    (6 * MiB, 5 * MiB + 3, 7),            # big parts copied server-side, a small last one
+    (3, 2 * MiB, 6 * MiB, 1, 9 * MiB),    # small partials joined with their neighbours
+    (1, 2, 3),                            # all tiny
+    (0, 5 * MiB),                         # an empty partial
+])
+def test_concatenation(gateway, token, sizes):
+    pieces = [random_bytes(size, seed=40 + i) for i, size in enumerate(sizes)]
+    urls = [_partial(gateway, token, piece) for piece in pieces]
+    response = requests.post(gateway.files_url, headers=auth(token, **{
+        "Upload-Concat": "final;" + " ".join(urls),
+        "Upload-Metadata": "filename " + base64.b64encode(b"joined.bin").decode()}))
+    assert response.status_code == 201, response.text
+    final = response.headers["Location"]
+    info = head(final, token)
+    assert info.headers["Upload-Length"] == str(sum(sizes))
+    assert info.headers["Upload-Offset"] == str(sum(sizes))
+    assert info.headers["Upload-Concat"].startswith("final;")
+    assert download(final, token) == b"".join(pieces)
+    assert patch(final, token, sum(sizes), b"x").status_code in (403, 413)
+
+
+def test_concatenation_errors(gateway, token):
+    done = _partial(gateway, token, b"abc")
+    unfinished = create_upload(gateway, token, 10, **{"Upload-Concat": "partial"})
+    normal = create_upload(gateway, token, 1)
+    stranger = make_token("stranger-concat")
+    foreign = _partial(gateway, stranger, b"xyz")
+    for header in (f"final;{unfinished}", f"final;{normal}", f"final;{foreign}", "final;", "final;http://x/other/abc",
+                   "both", f"final;{gateway.files_url}{'0' * 32}"):
+        response = requests.post(gateway.files_url, headers=auth(token, **{"Upload-Concat": header}))
+        assert response.status_code == 400, header
+    with_length = requests.post(gateway.files_url, headers=auth(token, **{"Upload-Concat": f"final;{done}", "Upload-Length": "3"}))
+    assert with_length.status_code == 400

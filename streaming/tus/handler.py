@@ -31,6 +31,7 @@ from streaming.errors import (
     UploadNotWritable,
 )
 from streaming.locking import UploadLocked
+from streaming.tus.checksum import ALGORITHMS, Hasher, parse_checksum
 from streaming.tus.protocol import (
     EXTENSIONS,
     OFFSET_OCTET_STREAM,
@@ -39,6 +40,7 @@ from streaming.tus.protocol import (
     HeaderError,
     encode_metadata,
     http_date,
+    parse_concat_final,
     parse_metadata,
     parse_size,
 )
@@ -86,6 +88,8 @@ class TusHandler(BaseHandler):
     _discarded = 0
     _watchdog: asyncio.TimerHandle | None = None
     _last_activity = 0.0
+    _hasher: Hasher | None = None
+    _expected_digest = b""
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -127,6 +131,12 @@ class TusHandler(BaseHandler):
         except UploadLocked as exc:
             raise tus_error(exc) from None
 
+    def _checksum(self) -> tuple[str, bytes] | None:
+        try:
+            return parse_checksum(self.request.headers.get("Upload-Checksum"))
+        except HeaderError as exc:
+            raise ApiError(400, "invalid_checksum", str(exc)) from None
+
     def _content_length(self) -> int | None:
         try:
             return parse_size(self.request.headers.get("Content-Length"), "Content-Length")
@@ -164,7 +174,7 @@ class TusHandler(BaseHandler):
         limit = target if target is not None else self.services.settings.tus_max_size
         if body_length is not None and offset + body_length > limit:
             raise SizeExceeded("the body would pass the upload's length")
-        await self._start_writer(upload_id, offset, length)
+        await self._start_writer(upload_id, offset, length, self._checksum(), body_length)
 
     async def _open_creation(self) -> None:
         headers = self.request.headers
@@ -173,6 +183,25 @@ class TusHandler(BaseHandler):
             metadata = parse_metadata(headers.get("Upload-Metadata"))
         except HeaderError as exc:
             raise ApiError(400, "invalid_header", str(exc)) from None
+        principal = self.current_user
+        owner = principal.user_id if principal else None
+        concat_header = (headers.get("Upload-Concat") or "").strip()
+        concat = None
+        if concat_header == "partial":
+            concat = "partial"
+        elif concat_header.startswith("final;"):
+            if length is not None or headers.get("Upload-Defer-Length") is not None:
+                raise ApiError(400, "invalid_concat", "a final upload must not carry Upload-Length")
+            try:
+                partial_ids = parse_concat_final(concat_header)
+            except HeaderError as exc:
+                raise ApiError(400, "invalid_concat", str(exc)) from None
+            self._created = await self.services.uploads.concatenate(
+                owner, partial_ids, metadata, bool(principal and principal.is_admin))
+            log.info("upload concatenated", extra={"upload_id": self._created.id, "parts": len(partial_ids)})
+            return
+        elif concat_header:
+            raise ApiError(400, "invalid_concat", "Upload-Concat must be 'partial' or 'final;<urls>'")
         deferred = headers.get("Upload-Defer-Length")
         if deferred is not None and deferred.strip() != "1":
             raise ApiError(400, "invalid_header", "Upload-Defer-Length must be 1")
@@ -185,15 +214,21 @@ class TusHandler(BaseHandler):
             raise ApiError(413, "max_size_exceeded", f"Upload-Length exceeds the maximum of {max_size} bytes")
         if with_body and body_length > (length if length is not None else max_size):
             raise ApiError(413, "max_size_exceeded", "the body is longer than Upload-Length")
-        principal = self.current_user
-        record = await self.services.uploads.create(principal.user_id if principal else None, length, metadata)
+        checksum = self._checksum() if with_body else None
+        record = await self.services.uploads.create(owner, length, metadata, concat=concat)
         self._created = record
         log.info("upload created", extra={"upload_id": record.id, "length": length})
         if with_body and body_length != 0 and record.status != COMPLETE:
-            await self._start_writer(record.id, 0, None)
+            await self._start_writer(record.id, 0, None, checksum, self._content_length())
 
-    async def _start_writer(self, upload_id: str, offset: int, length: int | None) -> None:
-        self._writer = await self.services.uploads.open_writer(upload_id, offset, length=length)
+    async def _start_writer(self, upload_id: str, offset: int, length: int | None,
+                            checksum: tuple[str, bytes] | None, body_length: int | None) -> None:
+        if checksum is not None:
+            self._hasher = ALGORITHMS[checksum[0]]()
+            self._expected_digest = checksum[1]
+        # commit part by part only when the body cannot be rejected as a whole later
+        eager = checksum is None and body_length is not None
+        self._writer = await self.services.uploads.open_writer(upload_id, offset, length=length, eager=eager)
         writer = self._writer
         remaining = (writer.record.length if writer.record.length is not None else self.services.settings.tus_max_size) - offset
         self.request.connection.set_max_body_size(max(remaining, 0))  # type: ignore[attr-defined]
@@ -209,6 +244,8 @@ class TusHandler(BaseHandler):
             return
         try:
             await self._writer.write(chunk)
+            if self._hasher is not None:
+                self._hasher.update(chunk)
         except (UploadError, UploadLocked) as exc:
             self._rejection = exc
 
@@ -232,7 +269,8 @@ class TusHandler(BaseHandler):
         """The client went away mid-body: keep what arrived, give the lease back."""
         writer = self._writer
         if writer is not None and not self._answered:
-            ending = writer.abort() if self._rejection is not None else writer.finish()
+            unverifiable = self._rejection is not None or self._hasher is not None
+            ending = writer.abort() if unverifiable else writer.finish()
             task = asyncio.ensure_future(ending)
             _background.add(task)
             task.add_done_callback(_finished_in_background)
@@ -247,6 +285,9 @@ class TusHandler(BaseHandler):
         if self._rejection is not None:
             await writer.abort()
             raise tus_error(self._rejection)
+        if self._hasher is not None and self._hasher.digest() != self._expected_digest:
+            await writer.abort()
+            raise ApiError(460, "checksum_mismatch", "the body does not match Upload-Checksum")
         try:
             return await writer.finish()
         except UploadError as exc:
@@ -261,6 +302,7 @@ class TusHandler(BaseHandler):
         self.set_header("Tus-Version", ",".join(TUS_VERSIONS))
         self.set_header("Tus-Max-Size", str(self.services.settings.tus_max_size))
         self.set_header("Tus-Extension", ",".join(EXTENSIONS))
+        self.set_header("Tus-Checksum-Algorithm", ",".join(ALGORITHMS))
         self.set_status(204)
 
     async def post(self, upload_id: str | None = None) -> None:
@@ -294,6 +336,10 @@ class TusHandler(BaseHandler):
             self.set_header("Upload-Length", str(record.length))
         if record.metadata:
             self.set_header("Upload-Metadata", encode_metadata(record.metadata))
+        if record.concat == "partial":
+            self.set_header("Upload-Concat", "partial")
+        elif record.concat == "final":
+            self.set_header("Upload-Concat", "final;" + " ".join(self._upload_url(i) for i in record.concat_parts))
         if record.status != COMPLETE:
             self.set_header("Upload-Expires", http_date(record.expires_at))
         self.set_status(200)

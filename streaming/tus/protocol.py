@@ -16,6 +16,8 @@ EXTENSIONS = (
     "creation-defer-length",
     "termination",
     "expiration",
+    "checksum",
+    "concatenation",
 )
 MAX_METADATA_PAIRS = 64
 
@@ -77,6 +79,21 @@ def encode_metadata(metadata: dict[str, str | None]) -> str:
         else:
             items.append(f"{key} {base64.b64encode(value.encode('utf-8')).decode('ascii')}")
     return ",".join(items)
+
+
+def parse_concat_final(header: str) -> list[str]:
+    """The upload ids named by `Upload-Concat: final;<url> <url> ...` (absolute URLs or paths)."""
+    _, _, urls = header.partition(";")
+    ids = []
+    for url in urls.split():
+        path = url.split("?", 1)[0].rstrip("/")
+        upload_id = path.rsplit("/", 1)[-1]
+        if "/files/" not in f"/{path.split('://', 1)[-1].split('/', 1)[-1]}" or not re.match(r"^[0-9a-f]{32}$", upload_id):
+            raise HeaderError(f"Upload-Concat names an invalid upload URL: {url[:100]}")
+        ids.append(upload_id)
+    if not ids:
+        raise HeaderError("Upload-Concat: final needs the partial upload URLs")
+    return ids
 
 
 def http_date(timestamp: float) -> str:
