@@ -27,6 +27,7 @@ setup(
             "moto[server]>=5.1",
             "requests>=2.32",
             "psutil>=6",
+            "jsonschema>=4.20",
         ],
     },
     entry_points={"console_scripts": ["mediaserver=gateway.cli:main"]},

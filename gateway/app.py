@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import tornado.httpserver
 import tornado.web
 
-from gateway.base import BaseHandler, request_id_var, user_id_var
+from gateway.base import BaseHandler
 from gateway.health import DetailedHealthHandler, HealthHandler
+from gateway.logs import emf
+from gateway.metrics import MetricsHandler, RouteNamer
 from gateway.net import client_ip
 from gateway.services import Services
 from gateway.auth_routes import handlers as auth_handlers
@@ -34,32 +35,44 @@ class NotFoundHandler(BaseHandler):
 def make_app(services: Services) -> tornado.web.Application:
     """The application with every route, bound to `services`."""
     settings = services.settings
-
-    def log_request(handler: tornado.web.RequestHandler) -> None:
-        request = handler.request
-        access_log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": handler.get_status(),
-                "duration_ms": round(request.request_time() * 1000, 1),
-                "ip": client_ip(request, settings.trusted_proxy_hops),
-                "request_id": getattr(handler, "request_id", "-"),
-                "user_id": getattr(handler.current_user, "user_id", "-") if hasattr(handler, "_current_user") else "-",
-                "bytes_in": int(request.headers.get("Content-Length") or 0),
-            },
-        )
-
     routes = [
         (r"/health", HealthHandler),
         (r"/health/detailed", DetailedHealthHandler),
+        (r"/metrics", MetricsHandler),
         *openapi_handlers(),
         *auth_handlers(),
         *media_handlers(),
         *tus_handlers(),
         *web_handlers(),
     ]
+    route_of = RouteNamer([rule[0] for rule in routes])
+    metrics = services.metrics
+
+    def log_request(handler: tornado.web.RequestHandler) -> None:
+        request = handler.request
+        route = route_of(request.path)
+        status = handler.get_status()
+        seconds = request.request_time()
+        metrics.http_requests.labels(route, request.method, str(status)).inc()
+        metrics.http_duration.labels(route, request.method).observe(seconds)
+        access_log.info(
+            "request",
+            extra={
+                "route": route,
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 1),
+                "ip": client_ip(request, settings.trusted_proxy_hops),
+                "request_id": getattr(handler, "request_id", "-"),
+                "user_id": getattr(handler.current_user, "user_id", "-") if hasattr(handler, "_current_user") else "-",
+                "bytes_in": int(request.headers.get("Content-Length") or 0) if request.headers.get("Content-Length", "").isdigit() else 0,
+                **emf(settings.emf_namespace, {"Service": "mediaserver", "Route": route},
+                      {"RequestLatency": (round(seconds * 1000, 1), "Milliseconds"),
+                       "ServerErrors": (1 if status >= 500 else 0, "Count")}),
+            },
+        )
+
     return tornado.web.Application(
         routes,
         services=services,
@@ -68,6 +81,12 @@ def make_app(services: Services) -> tornado.web.Application:
         compress_response=False,
         xheaders=False,
     )
+
+
+def make_metrics_app(services: Services) -> tornado.web.Application:
+    """An application serving only /metrics (for METRICS_PORT)."""
+    return tornado.web.Application([(r"/metrics", MetricsHandler)], services=services,
+                                   default_handler_class=NotFoundHandler, log_function=lambda handler: None)
 
 
 def make_server(app: tornado.web.Application, settings) -> tornado.httpserver.HTTPServer:

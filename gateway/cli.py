@@ -22,6 +22,10 @@ async def serve(settings: Settings) -> None:
     services = await Services.start(settings)
     server = make_server(make_app(services), settings)
     server.listen(settings.port, address=settings.host)
+    if settings.metrics_port:
+        from gateway.app import make_metrics_app
+
+        make_server(make_metrics_app(services), settings).listen(settings.metrics_port, address=settings.host)
     log.info("listening", extra={"host": settings.host, "port": settings.port,
                                  "store": services.store.name, "version": __version__})
     stop = asyncio.Event()
@@ -31,7 +35,10 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down")
     server.stop()
-    await asyncio.wait_for(server.close_all_connections(), timeout=10) if hasattr(server, "close_all_connections") else None
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=10)
+    except asyncio.TimeoutError:
+        log.warning("connections still open at shutdown")
     await services.close()
 
 

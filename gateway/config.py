@@ -113,6 +113,11 @@ class Settings:
     # --- downloads
     download_chunk_size: int = option("DOWNLOAD_CHUNK_SIZE", 1 * MiB, "Bytes read from the store per chunk when streaming a download.", _size)
 
+    # --- operations
+    metrics_port: int = option("METRICS_PORT", 0, "Serve /metrics on this extra port too (0: only on PORT).", int)
+    metrics_token: str = option("METRICS_TOKEN", "", "Bearer token required on /metrics (empty: open).")
+    emf_namespace: str = option("EMF_NAMESPACE", "MediaServer", "CloudWatch namespace of Embedded Metric Format records in the logs (empty: none).")
+
     # --- logging
     log_level: str = option("LOG_LEVEL", "INFO", "Logging level.")
     log_format: str = option("LOG_FORMAT", "json", "'json' (one JSON object per line, for CloudWatch) or 'text'.")

@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             "user_id": user_id_var.get(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and (not key.startswith("_") or key == "_aws"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -46,3 +46,26 @@ def configure(level: str, fmt: str) -> None:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "pymongo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def emf(namespace: str, dimensions: dict[str, str], metrics: dict[str, tuple[float, str]]) -> dict[str, Any]:
+    """Fields that make a JSON log line a CloudWatch Embedded Metric Format record.
+
+    `metrics` maps a metric name to (value, unit); `dimensions` become top-level
+    fields and the metric's dimension set. Empty when `namespace` is empty.
+    """
+    if not namespace:
+        return {}
+    fields: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [list(dimensions)],
+                "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
+            }],
+        },
+        **dimensions,
+    }
+    fields.update({name: value for name, (value, _) in metrics.items()})
+    return fields

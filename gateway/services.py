@@ -22,7 +22,9 @@ from metadata.leases import LeaseRepository
 from metadata.media import MediaRepository
 from metadata.uploads import UploadRepository
 from metadata.users import UserRepository
+from gateway.logs import emf
 from gateway.media_service import MediaService
+from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import FixedWindowLimiter, TokenBucketLimiter
 from gateway.signed_urls import UrlSigner
 from streaming.buffers import BufferPool
@@ -50,6 +52,7 @@ class Services:
     users: UserRepository
     media: MediaService
     limiters: dict[str, Any]
+    metrics: GatewayMetrics
     embedded_mongo: EmbeddedMongo | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -76,7 +79,8 @@ class Services:
             jwt_secret = local_secret(data_dir, "jwt-secret")
 
         executor = ThreadPoolExecutor(max_workers=settings.s3_max_workers, thread_name_prefix="store")
-        store = build_store(settings, executor)
+        metrics = GatewayMetrics()
+        store = build_store(settings, executor, metrics.observe_store_call)
         if isinstance(store, S3Store) and settings.s3_endpoint_url:
             await store.ensure_bucket()
         client, db = open_database(mongodb_uri, settings.mongodb_db, settings.mongodb_timeout)
@@ -117,10 +121,22 @@ class Services:
                 "login": FixedWindowLimiter(settings.login_rate_limit, settings.rate_limit_window),
                 "tus": TokenBucketLimiter(settings.tus_rate_per_second, settings.tus_rate_burst),
             },
+            metrics=metrics,
             embedded_mongo=embedded,
         )
+        from gateway.metrics import wire
+
+        wire(services)
+        uploads.completion_hooks.append(services._log_completion)
         services.tasks.append(asyncio.ensure_future(services._reap_forever()))
         return services
+
+    async def _log_completion(self, record) -> None:
+        log.info("upload completed", extra={
+            "upload_id": record.id, "owner": record.owner, "size": record.length,
+            **emf(self.settings.emf_namespace, {"Service": "mediaserver"},
+                  {"UploadsCompleted": (1, "Count"), "UploadBytes": (record.length or 0, "Bytes")}),
+        })
 
     def on_rate_limited(self, kind: str) -> None:
         """A request was refused by limiter `kind` (observed by metrics)."""
@@ -154,8 +170,8 @@ class Services:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded_mongo.stop)
 
 
-def build_store(settings: Settings, executor: ThreadPoolExecutor) -> ObjectStore:
-    """The object store the settings name."""
+def build_store(settings: Settings, executor: ThreadPoolExecutor, on_call=None) -> ObjectStore:
+    """The object store the settings name; `on_call` observes S3 requests."""
     if settings.storage_backend == "s3":
         return S3Store(
             settings.s3_bucket,
@@ -165,5 +181,6 @@ def build_store(settings: Settings, executor: ThreadPoolExecutor) -> ObjectStore
             sse=settings.s3_sse,
             max_attempts=settings.s3_max_attempts,
             max_connections=settings.s3_max_workers,
+            on_call=on_call,
         )
     return LocalStore(Path(settings.data_dir) / "store", executor)

@@ -72,12 +72,25 @@ class UploadService:
         self.completion_hooks: list[CompletionHook] = []
         self.deletion_hooks: list[CompletionHook] = []
         self.byte_observers: list[Callable[[int], None]] = []
+        # observation points for metrics: events ("created", "finished", "terminated",
+        # "expired"), and +1/-1 as writers open and close and as parts go to the store
+        self.event_observers: list[Callable[[str], None]] = []
+        self.writer_observers: list[Callable[[int], None]] = []
+        self.part_observers: list[Callable[[int], None]] = []
         self._background: set[asyncio.Future] = set()
 
     # -- helpers used by PartWriter -------------------------------------------------
 
     def new_expiry(self) -> float:
         return time.time() + self.limits.expiration
+
+    def emit(self, event: str) -> None:
+        for observer in self.event_observers:
+            observer(event)
+
+    def count(self, observers: list[Callable[[int], None]], delta: int) -> None:
+        for observer in observers:
+            observer(delta)
 
     def bytes_committed(self, count: int) -> None:
         for observer in self.byte_observers:
@@ -124,6 +137,7 @@ class UploadService:
             concat=concat,
         )
         record = await self.repo.insert(record)
+        self.emit("created")
         if length == 0:
             record = await self.complete(record, memoryview(b""))
         return record
@@ -139,6 +153,7 @@ class UploadService:
         record = await self.repo.insert(UploadRecord(
             id=uuid.uuid4().hex, owner=owner, length=None, part_size=self.part_size_for(max_size),
             created_at=now, expires_at=now + self.limits.expiration, metadata=metadata))
+        self.emit("created")
         lease = await self.locker.acquire(record.id, 0)
         try:
             writer = PartWriter(self, record, lease, max_size)
@@ -219,6 +234,7 @@ class UploadService:
         done = await self.repo.save(final.evolve(
             status=COMPLETE, key=key, content_type=detected.mime, parts_count=len(parts),
             parts_bytes=final.length or 0, completed_at=time.time()))
+        self.emit("finished")
         await self._run_hooks(self.completion_hooks, done)
         return done
 
@@ -326,6 +342,7 @@ class UploadService:
         except VersionConflict:
             raise LeaseLost("the upload was changed by another writer") from None
         self.bytes_committed(len(last) - record.tail_size)
+        self.emit("finished")
         await self._cleanup_staging(done)
         await self._run_hooks(self.completion_hooks, done)
         return done
@@ -368,6 +385,7 @@ class UploadService:
             except StoreError as exc:
                 raise StorageFailure(f"deleting the upload's data failed: {exc}") from exc
             await self.repo.delete(upload_id)
+            self.emit("terminated")
             await self._run_hooks(self.deletion_hooks, record)
 
     async def expire_due(self, now: float | None = None) -> int:
@@ -392,6 +410,7 @@ class UploadService:
                                   expires_at=now + TOMBSTONE_SECONDS)
                 )
                 expired += 1
+                self.emit("expired")
             except (StoreError, VersionConflict):
                 log.warning("could not expire upload", extra={"upload_id": candidate.id}, exc_info=True)
             finally:

@@ -52,6 +52,7 @@ class PartWriter:
         self._tasks: deque[asyncio.Future] = deque()
         self._failure: BaseException | None = None
         self._finished: asyncio.Future | None = None
+        self._opened = False
         self.received = 0
         # eager: commit each part once durable; otherwise only in finish() (for bodies that
         # may still be rejected as a whole: checksums, bodies of unknown length)
@@ -92,6 +93,8 @@ class PartWriter:
                 raise StorageFailure("the upload's stored tail has the wrong size")
             self._buffer[: len(tail)] = tail
             self._fill = len(tail)
+        self._opened = True
+        self._service.count(self._service.writer_observers, 1)
 
     async def write(self, chunk: bytes) -> None:
         """Accept the next bytes of the body; waits while the window or memory budget is full.
@@ -139,11 +142,13 @@ class PartWriter:
 
     async def _upload_and_commit(self, number: int, buffer: bytearray, size: int, previous: asyncio.Future | None) -> None:
         record = self._record
+        self._service.count(self._service.part_observers, 1)
         try:
             etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number, memoryview(buffer)[:size])
         except StoreError as exc:
             raise StorageFailure(f"storing part {number} failed: {exc}") from exc
         finally:
+            self._service.count(self._service.part_observers, -1)
             await self._service.buffers.release(buffer)
         if previous is not None:
             await previous
@@ -213,6 +218,9 @@ class PartWriter:
         finally:
             await self._release_buffer()
             await self._service.locker.release(self._lease)
+            if self._opened:
+                self._opened = False
+                self._service.count(self._service.writer_observers, -1)
 
     async def abort(self) -> None:
         """Stop without committing anything more (parts committed eagerly before stay)."""

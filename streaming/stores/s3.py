@@ -80,7 +80,7 @@ def _code(exc: ClientError) -> str:
 
 
 class S3Store:
-    """Objects in one S3 bucket. Calls run in `executor`; `on_call` observes durations."""
+    """Objects in one S3 bucket. Calls run in `executor`; `on_call(operation, seconds, ok, retries)` observes them."""
 
     name = "s3"
 
@@ -94,7 +94,7 @@ class S3Store:
         sse: str = "AES256",
         max_attempts: int = 5,
         max_connections: int = 16,
-        on_call: Callable[[str, float, bool], None] | None = None,
+        on_call: Callable[[str, float, bool, int], None] | None = None,
     ) -> None:
         self.bucket = bucket
         self._executor = executor
@@ -122,11 +122,14 @@ class S3Store:
         loop = asyncio.get_running_loop()
         started = loop.time()
         ok = False
+        retries = 0
         try:
             result = await loop.run_in_executor(self._executor, lambda: method(**kwargs))
             ok = True
+            retries = int(result.get("ResponseMetadata", {}).get("RetryAttempts", 0)) if isinstance(result, dict) else 0
             return result
         except ClientError as exc:
+            retries = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
             if _code(exc) in _NOT_FOUND_CODES:
                 raise ObjectNotFound(f"{operation}: {_code(exc)}") from exc
             raise StoreError(f"{operation}: {exc}") from exc
@@ -134,7 +137,7 @@ class S3Store:
             raise StoreError(f"{operation}: {exc}") from exc
         finally:
             if self._on_call is not None:
-                self._on_call(operation, loop.time() - started, ok)
+                self._on_call(operation, loop.time() - started, ok, retries)
 
     async def create_multipart(self, key: str, content_type: str) -> str:
         result = await self._call(

@@ -1,0 +1,109 @@
+"""Prometheus metrics of the gateway, and the `/metrics` route.
+
+Names follow Prometheus conventions (base units in names, `_total` counters);
+labels have bounded values: routes are URL templates, never ids.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+from gateway.base import ApiError, BaseHandler
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        r = self.registry
+        self.http_requests = Counter("mediaserver_http_requests_total", "HTTP requests answered.",
+                                     ["route", "method", "status"], registry=r)
+        self.http_duration = Histogram("mediaserver_http_request_duration_seconds", "Time to answer an HTTP request.",
+                                       ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.uploads_created = Counter("mediaserver_tus_uploads_created_total", "Uploads created.", registry=r)
+        self.uploads_finished = Counter("mediaserver_tus_uploads_finished_total", "Uploads completed.", registry=r)
+        self.uploads_terminated = Counter("mediaserver_tus_uploads_terminated_total", "Uploads terminated by clients.", registry=r)
+        self.uploads_expired = Counter("mediaserver_tus_uploads_expired_total", "Uploads aborted after expiry.", registry=r)
+        self.bytes_received = Counter("mediaserver_tus_received_bytes_total", "Upload bytes committed to the store.", registry=r)
+        self.uploads_in_progress = Gauge("mediaserver_tus_uploads_in_progress", "Request bodies being written to uploads now.", registry=r)
+        self.buffer_bytes = Gauge("mediaserver_upload_buffer_bytes", "Bytes of part buffers handed out now.", registry=r)
+        self.parts_in_flight = Gauge("mediaserver_store_parts_in_flight", "Parts being sent to the store now.", registry=r)
+        self.store_duration = Histogram("mediaserver_store_request_duration_seconds", "Duration of object store requests.",
+                                        ["operation", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
+        self.store_retries = Counter("mediaserver_store_retries_total", "Object store request retries.", ["operation"], registry=r)
+        self.processing_jobs = Counter("mediaserver_processing_jobs_total", "Media processing jobs by outcome.", ["kind", "outcome"], registry=r)
+        self.processing_duration = Histogram("mediaserver_processing_duration_seconds", "Duration of media processing jobs.",
+                                             ["kind"], buckets=LATENCY_BUCKETS, registry=r)
+        self.rate_limited = Counter("mediaserver_rate_limited_requests_total", "Requests refused by a rate limit.", ["limiter"], registry=r)
+
+    def observe_store_call(self, operation: str, seconds: float, ok: bool, retries: int = 0) -> None:
+        self.store_duration.labels(operation, "ok" if ok else "error").observe(seconds)
+        if retries:
+            self.store_retries.labels(operation).inc(retries)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RouteNamer:
+    """Maps a request path to the URL template of the route that serves it (bounded label values)."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._rules = [(re.compile(pattern.rstrip("$") + "$"), _template(pattern)) for pattern in patterns]
+
+    def __call__(self, path: str) -> str:
+        for regex, template in self._rules:
+            if regex.match(path):
+                return template
+        return "unmatched"
+
+
+def _template(pattern: str) -> str:
+    names = iter(["{id}", "{kind}", "{path}"])
+    text = re.sub(r"\([^)]*\)", lambda _: next(names, "{param}"), pattern)
+    return re.sub(r"/\?$", "", text).replace("\\", "").rstrip("$") or "/"
+
+
+class MetricsHandler(BaseHandler):
+    """GET /metrics in the Prometheus text format (bearer token optional)."""
+
+    rate_limit = None
+
+    def get(self) -> None:
+        token = self.services.settings.metrics_token
+        if token:
+            given = self.request.headers.get("Authorization", "").partition(" ")[2].strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise ApiError(401, "unauthorized", "a valid metrics bearer token is required")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Cache-Control", "no-store")
+        self.write(self.services.metrics.exposition())
+
+
+def wire(services: "Services") -> None:
+    """Connect the services' observation points to the metrics."""
+    metrics = services.metrics
+    uploads = services.uploads
+    uploads.byte_observers.append(metrics.bytes_received.inc)
+    uploads.event_observers.append(lambda event: {
+        "created": metrics.uploads_created, "finished": metrics.uploads_finished,
+        "terminated": metrics.uploads_terminated, "expired": metrics.uploads_expired,
+    }[event].inc())
+    uploads.writer_observers.append(metrics.uploads_in_progress.inc)
+    uploads.part_observers.append(metrics.parts_in_flight.inc)
+    metrics.buffer_bytes.set_function(lambda: uploads.buffers.in_use)
+    services.extras.setdefault("rate_limit_observers", []).append(lambda kind: metrics.rate_limited.labels(kind).inc())
