@@ -44,6 +44,7 @@ class MediaService:
             filename=safe_filename(name) if name else None,
             created_at=record.completed_at or time.time(),
             source=record.metadata.get("source") or "tus",
+            sha256=record.sha256,
         )
         item = await self.media.insert(item)
         log.info("media registered", extra={"media_id": item.id, "category": item.category, "size": item.size})

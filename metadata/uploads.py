@@ -59,6 +59,7 @@ class UploadRecord:
     concat_parts: tuple[str, ...] = ()
     media_id: str | None = None
     completed_at: float | None = None
+    sha256: str | None = None
     version: int = 0
 
     @property

@@ -8,12 +8,14 @@ so any instance can continue any upload.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
 import uuid
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from metadata.uploads import ACTIVE, COMPLETE, EXPIRED, UploadRecord, UploadRepository, VersionConflict
 from processing.detect import SNIFF_BYTES, detect, object_key
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 TOMBSTONE_SECONDS = 7 * 24 * 3600
+HASH_STATES_KEPT = 4096
 
 CompletionHook = Callable[[UploadRecord], Awaitable[None]]
 
@@ -78,11 +81,33 @@ class UploadService:
         self.writer_observers: list[Callable[[int], None]] = []
         self.part_observers: list[Callable[[int], None]] = []
         self._background: set[asyncio.Future] = set()
+        # upload id -> (parts hashed, sha256 of those parts): lets the next PATCH on this
+        # instance continue the file's sha256 without re-reading anything
+        self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
     # -- helpers used by PartWriter -------------------------------------------------
 
     def new_expiry(self) -> float:
         return time.time() + self.limits.expiration
+
+    def hash_state(self, record: UploadRecord) -> Any:
+        """A sha256 object covering parts 1..parts_count of `record`, or None if unknown here."""
+        if record.parts_count == 0:
+            return hashlib.sha256()
+        kept = self._hashes.get(record.id)
+        if kept is None or kept[0] != record.parts_count:
+            return None
+        return kept[1].copy()
+
+    def keep_hash_state(self, record: UploadRecord, hasher: Any) -> None:
+        """Remember the sha256 of `record`'s committed parts (bounded, least recently used dropped)."""
+        if hasher is None:
+            self._hashes.pop(record.id, None)
+            return
+        self._hashes[record.id] = (record.parts_count, hasher)
+        self._hashes.move_to_end(record.id)
+        while len(self._hashes) > HASH_STATES_KEPT:
+            self._hashes.popitem(last=False)
 
     def emit(self, event: str) -> None:
         for observer in self.event_observers:
@@ -310,8 +335,15 @@ class UploadService:
             return f"partials/{record.id}"
         return object_key(record.id, detected)
 
-    async def complete(self, record: UploadRecord, last: memoryview) -> UploadRecord:
-        """Store the last bytes, assemble the object and mark the upload complete."""
+    async def complete(self, record: UploadRecord, last: memoryview, hasher: Any = None) -> UploadRecord:
+        """Store the last bytes, assemble the object and mark the upload complete.
+
+        `hasher` (sha256 of the committed parts, if known) gives the file's sha256.
+        """
+        if hasher is None and record.parts_count == 0:
+            hasher = hashlib.sha256()
+        if hasher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, hasher.update, last)
         try:
             if record.multipart_id is None:
                 detected = detect(bytes(last[:SNIFF_BYTES]), _filename(record))
@@ -337,12 +369,14 @@ class UploadService:
                     tail_key=None,
                     tail_size=0,
                     completed_at=time.time(),
+                    sha256=hasher.hexdigest() if hasher is not None else None,
                 )
             )
         except VersionConflict:
             raise LeaseLost("the upload was changed by another writer") from None
         self.bytes_committed(len(last) - record.tail_size)
         self.emit("finished")
+        self._hashes.pop(done.id, None)
         await self._cleanup_staging(done)
         await self._run_hooks(self.completion_hooks, done)
         return done

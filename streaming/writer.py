@@ -58,6 +58,8 @@ class PartWriter:
         # may still be rejected as a whole: checksums, bodies of unknown length)
         self._eager = eager
         self._deferred: list[PartRecord] = []
+        # sha256 of the parts sent so far (None when this instance lacks the earlier state)
+        self._hasher = service.hash_state(record)
         lease.on_lost(lambda: self._fail(LeaseLost("the upload's lease was lost")))
 
     @property
@@ -144,20 +146,30 @@ class PartWriter:
         record = self._record
         self._service.count(self._service.part_observers, 1)
         try:
-            etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number, memoryview(buffer)[:size])
-        except StoreError as exc:
-            raise StorageFailure(f"storing part {number} failed: {exc}") from exc
+            try:
+                etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number, memoryview(buffer)[:size])
+            except StoreError as exc:
+                raise StorageFailure(f"storing part {number} failed: {exc}") from exc
+            finally:
+                self._service.count(self._service.part_observers, -1)
+            if previous is not None:
+                await previous
+            snapshot = None
+            if self._hasher is not None:
+                # in part order (after the previous part), off the event loop
+                await asyncio.get_running_loop().run_in_executor(None, self._hasher.update, memoryview(buffer)[:size])
+                snapshot = self._hasher.copy()
         finally:
-            self._service.count(self._service.part_observers, -1)
             await self._service.buffers.release(buffer)
-        if previous is not None:
-            await previous
         if self._lease.lost.is_set():
             raise LeaseLost("the upload's lease was lost")
+        part = PartRecord(number, etag, size)
         if self._eager:
-            await self._commit_part(PartRecord(number, etag, size))
+            await self._commit_part(part)
+            self._service.keep_hash_state(self._record, snapshot)
         else:
-            self._deferred.append(PartRecord(number, etag, size))
+            self._deferred.append(part)
+            self._deferred_hash = snapshot
 
     async def _commit_part(self, part: PartRecord) -> None:
         record = self._record
@@ -201,6 +213,8 @@ class PartWriter:
                 raise self._failure
             for part in self._deferred:
                 await self._commit_part(part)
+            if self._deferred:
+                self._service.keep_hash_state(self._record, getattr(self, "_deferred_hash", None))
             self._deferred.clear()
             record = self._record
             end = record.parts_bytes + self._fill
@@ -211,7 +225,8 @@ class PartWriter:
                     raise LeaseLost("the upload was changed by another writer") from None
             if record.length is not None and end == record.length:
                 assert self._buffer is not None
-                self._record = await self._service.complete(record, memoryview(self._buffer)[: self._fill])
+                self._record = await self._service.complete(
+                    record, memoryview(self._buffer)[: self._fill], self._service.hash_state(record))
             elif self._fill > self._durable_in_buffer:
                 await self._store_tail()
             return self._record

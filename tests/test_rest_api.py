@@ -331,3 +331,15 @@ def test_detailed_health(gateway):
     assert body["status"] == "ok"
     assert body["checks"]["store"]["status"] == "ok" and body["checks"]["mongodb"]["status"] == "ok"
     assert body["memory"]["rss_bytes"] > 0 and body["uptime_seconds"] >= 0 and body["version"]
+
+
+def test_sha256_is_computed_while_streaming(gateway, user):
+    data = random_bytes(13 * MiB + 3, seed=24)
+    url = create_upload(gateway, user["token"], len(data))
+    for start, end in ((0, 3 * MiB), (3 * MiB, 11 * MiB + 1), (11 * MiB + 1, len(data))):
+        assert patch(url, user["token"], start, data[start:end]).status_code == 204
+    media_id = url.rsplit("/", 1)[1]
+    described = requests.get(f"{gateway.url}/api/media/{media_id}", headers=user["headers"]).json()
+    assert described["sha256"] == sha256(data)
+    rest = upload_file(gateway, user, data[: 6 * MiB]).json()
+    assert rest["sha256"] == sha256(data[: 6 * MiB])

@@ -1,0 +1,111 @@
+"""Video probing and thumbnails with the ffprobe/ffmpeg command-line tools.
+
+Both run as subprocesses with a wall-clock timeout, an address-space limit
+and a CPU-time limit, and read the video through a URL with HTTP range
+requests, so taking one frame of a multi-GB file reads only what the demuxer
+needs. Only network protocols are allowed (a hostile file cannot make
+ffmpeg open local files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+from dataclasses import dataclass
+from fractions import Fraction
+
+PROTOCOLS = "http,https,tcp,tls,crypto"
+
+
+class VideoRejected(Exception):
+    """The video cannot be probed or decoded within the limits."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float | None
+    codec: str | None
+    width: int | None
+    height: int | None
+    frame_rate: float | None
+    format: str | None
+
+
+def _limits(memory_bytes: int, cpu_seconds: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+async def run_limited(args: list[str], timeout: float, memory_bytes: int, max_output: int = 16 * 1024 * 1024) -> bytes:
+    """Run a command with limits; return its stdout, or raise VideoRejected with its last error line."""
+    process = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_limits(memory_bytes, int(timeout) + 1), limit=max_output)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise VideoRejected(f"{args[0]} took longer than {timeout:.0f} s") from None
+    if process.returncode != 0:
+        lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+        raise VideoRejected(f"{args[0]} failed: {lines[-1][:300] if lines else f'exit {process.returncode}'}")
+    if len(stdout) > max_output:
+        raise VideoRejected(f"{args[0]} wrote too much output")
+    return stdout
+
+
+def _rate(text: str | None) -> float | None:
+    try:
+        value = Fraction(text) if text else None
+    except (ValueError, ZeroDivisionError):
+        return None
+    return round(float(value), 3) if value else None
+
+
+async def probe(url: str, timeout: float, memory_bytes: int) -> VideoInfo:
+    """Duration, video codec, upright dimensions and frame rate of the video at `url`."""
+    output = await run_limited(
+        ["ffprobe", "-v", "error", "-protocol_whitelist", PROTOCOLS, "-print_format", "json",
+         "-show_format", "-show_streams", url], timeout, memory_bytes)
+    try:
+        data = json.loads(output)
+    except ValueError:
+        raise VideoRejected("ffprobe printed no JSON") from None
+    video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
+    if video is None:
+        raise VideoRejected("no video stream")
+    width, height = video.get("width"), video.get("height")
+    rotation = 0
+    for side in video.get("side_data_list", []) or []:
+        if "rotation" in side:
+            rotation = int(side["rotation"])
+    rotation = int(video.get("tags", {}).get("rotate", rotation) or 0)
+    if rotation % 180 and width and height:
+        width, height = height, width
+    duration = data.get("format", {}).get("duration") or video.get("duration")
+    return VideoInfo(
+        duration=round(float(duration), 3) if duration not in (None, "N/A") else None,
+        codec=video.get("codec_name"),
+        width=width,
+        height=height,
+        frame_rate=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
+        format=data.get("format", {}).get("format_name"),
+    )
+
+
+async def thumbnail(url: str, at: float, max_width: int, max_height: int, timeout: float, memory_bytes: int) -> bytes:
+    """A JPEG of the frame at `at` seconds (input seeking: only what is needed is read)."""
+    scale = f"scale='min({max_width},iw)':'min({max_height},ih)':force_original_aspect_ratio=decrease"
+    output = await run_limited(
+        ["ffmpeg", "-v", "error", "-nostdin", "-protocol_whitelist", PROTOCOLS, "-ss", f"{at:.3f}", "-i", url,
+         "-frames:v", "1", "-an", "-sn", "-vf", scale, "-f", "image2", "-c:v", "mjpeg", "-q:v", "4", "pipe:1"],
+        timeout, memory_bytes)
+    if not output.startswith(b"\xff\xd8"):
+        raise VideoRejected("ffmpeg produced no frame")
+    return output
