@@ -8,6 +8,7 @@ import tornado.httpserver
 import tornado.web
 
 from gateway.base import BaseHandler
+from gateway.events import EventsHandler
 from gateway.health import DetailedHealthHandler, HealthHandler
 from gateway.logs import emf
 from gateway.metrics import MetricsHandler, RouteNamer
@@ -39,6 +40,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/health", HealthHandler),
         (r"/health/detailed", DetailedHealthHandler),
         (r"/metrics", MetricsHandler),
+        (r"/api/events", EventsHandler),
         *openapi_handlers(),
         *auth_handlers(),
         *media_handlers(),

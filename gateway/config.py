@@ -110,6 +110,18 @@ class Settings:
     lease_ttl: float = option("LEASE_TTL", 10.0, "Seconds an upload lease lives without renewal (a crashed holder frees it after this).", float)
     lease_wait: float = option("LEASE_WAIT", 12.0, "Seconds a PATCH waits for another holder's lease before answering 423.", float)
 
+    # --- media processing
+    allowed_types: tuple = option("ALLOWED_TYPES", ("images", "videos", "files"), "Comma-separated categories (images, videos, files) or MIME types accepted; others are refused and deleted.", _list)
+    processing_concurrency: int = option("PROCESSING_CONCURRENCY", 2, "Media processing jobs run at once per instance (0: this instance processes nothing; others will).", int)
+    processing_timeout: float = option("PROCESSING_TIMEOUT", 120.0, "Seconds one processing job may take.", float)
+    processing_executor: str = option("PROCESSING_EXECUTOR", "process", "Where image thumbnails are made: 'process' (isolated worker processes) or 'thread'.")
+    processing_memory: int = option("PROCESSING_MEMORY", 1 * GiB, "Address-space limit of image workers and ffmpeg/ffprobe subprocesses.", _size)
+    processing_sweep_interval: float = option("PROCESSING_SWEEP_INTERVAL", 30.0, "Seconds between sweeps that resume processing jobs left by stopped instances.", float)
+    max_image_pixels: int = option("MAX_IMAGE_PIXELS", 50_000_000, "Largest image (pixels) thumbnailed; larger ones fail as decompression bombs.", int)
+    max_image_bytes: int = option("MAX_IMAGE_BYTES", 64 * MiB, "Largest image file (bytes) thumbnailed.", _size)
+    max_video_duration: float = option("MAX_VIDEO_DURATION", 6 * 3600.0, "Longest video (seconds) processed.", float)
+    thumbnail_size: str = option("THUMBNAIL_SIZE", "320x320", "Bounding box of thumbnails, WIDTHxHEIGHT.")
+
     # --- downloads
     download_chunk_size: int = option("DOWNLOAD_CHUNK_SIZE", 1 * MiB, "Bytes read from the store per chunk when streaming a download.", _size)
 
@@ -163,6 +175,11 @@ class Settings:
             raise ValueError("PARTS_IN_FLIGHT_PER_UPLOAD must be at least 1")
         if self.upload_memory_budget < 2 * self.part_size:
             raise ValueError("UPLOAD_MEMORY_BUDGET must hold at least two parts")
+        if self.processing_executor not in ("process", "thread"):
+            raise ValueError("PROCESSING_EXECUTOR must be 'process' or 'thread'")
+        width, _, height = self.thumbnail_size.lower().partition("x")
+        if not (width.isdigit() and height.isdigit() and 16 <= int(width) <= 4096 and 16 <= int(height) <= 4096):
+            raise ValueError("THUMBNAIL_SIZE must be WIDTHxHEIGHT between 16 and 4096")
         if self.log_format not in ("json", "text"):
             raise ValueError("LOG_FORMAT must be 'json' or 'text'")
 

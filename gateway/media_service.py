@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from metadata.media import DELETED, MediaItem, MediaRepository
+from metadata.media import DELETED, PROCESSING, READY, MediaItem, MediaRepository
 from metadata.uploads import UploadRecord, UploadRepository
 from streaming.ranges import safe_filename
 from streaming.stores.base import ObjectStore, StoreError
@@ -45,6 +45,7 @@ class MediaService:
             created_at=record.completed_at or time.time(),
             source=record.metadata.get("source") or "tus",
             sha256=record.sha256,
+            status=PROCESSING if category in ("images", "videos") or record.sha256 is None else READY,
         )
         item = await self.media.insert(item)
         log.info("media registered", extra={"media_id": item.id, "category": item.category, "size": item.size})
@@ -89,6 +90,11 @@ class MediaService:
             return None
         url = await self.store.signed_url(key, self.url_ttl, item.filename if kind == "original" else None)
         return url or self.signer.sign(base_url, item.id, kind, self.url_ttl)
+
+    async def internal_url(self, item: MediaItem, base_url: str) -> str:
+        """A URL of the original for processes on this host (store-presigned or gateway-signed)."""
+        url = await self.store.signed_url(item.key, self.url_ttl)
+        return url or self.signer.sign(base_url, item.id, "original", self.url_ttl)
 
     async def describe(self, item: MediaItem, base_url: str, with_urls: bool = True) -> dict[str, Any]:
         """The JSON clients see for an item."""

@@ -106,4 +106,9 @@ def wire(services: "Services") -> None:
     uploads.writer_observers.append(metrics.uploads_in_progress.inc)
     uploads.part_observers.append(metrics.parts_in_flight.inc)
     metrics.buffer_bytes.set_function(lambda: uploads.buffers.in_use)
+    def processed(kind: str, outcome: str, seconds: float) -> None:
+        metrics.processing_jobs.labels(kind, outcome).inc()
+        metrics.processing_duration.labels(kind).observe(seconds)
+
+    services.processor.observers.append(processed)
     services.extras.setdefault("rate_limit_observers", []).append(lambda kind: metrics.rate_limited.labels(kind).inc())

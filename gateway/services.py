@@ -22,9 +22,12 @@ from metadata.leases import LeaseRepository
 from metadata.media import MediaRepository
 from metadata.uploads import UploadRepository
 from metadata.users import UserRepository
+from gateway.events import EventBus
+from gateway.events import wire as wire_events
 from gateway.logs import emf
 from gateway.media_service import MediaService
 from gateway.metrics import GatewayMetrics
+from processing.jobs import MediaProcessor, ProcessingLimits
 from gateway.ratelimit import FixedWindowLimiter, TokenBucketLimiter
 from gateway.signed_urls import UrlSigner
 from streaming.buffers import BufferPool
@@ -53,6 +56,8 @@ class Services:
     media: MediaService
     limiters: dict[str, Any]
     metrics: GatewayMetrics
+    processor: MediaProcessor
+    events: EventBus
     embedded_mongo: EmbeddedMongo | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +109,22 @@ class Services:
         )
         media = MediaService(store, media_repo, repo, UrlSigner(jwt_secret), settings.signed_url_ttl)
         uploads.completion_hooks.append(media.on_upload_complete)
+        uploads.type_allowed = lambda detected: (detected.category in settings.allowed_types
+                                                 or detected.mime in settings.allowed_types)
+        width, _, height = settings.thumbnail_size.lower().partition("x")
+        processor = MediaProcessor(store, media_repo, LeaseRepository(db), ProcessingLimits(
+            concurrency=settings.processing_concurrency, job_timeout=settings.processing_timeout,
+            max_image_pixels=settings.max_image_pixels, max_image_bytes=settings.max_image_bytes,
+            max_video_duration=settings.max_video_duration, subprocess_memory=settings.processing_memory,
+            thumbnail_width=int(width), thumbnail_height=int(height), executor_kind=settings.processing_executor,
+        ), source_url=lambda item: media.internal_url(item, internal_base_url(settings)))
+
+        async def process_new_media(record) -> None:
+            item = await media_repo.get(record.id)
+            if item is not None and item.status == "processing":
+                processor.submit(item.id)
+
+        uploads.completion_hooks.append(process_new_media)
         uploads.deletion_hooks.append(media.on_upload_deleted)
         services = cls(
             settings=settings,
@@ -122,13 +143,17 @@ class Services:
                 "tus": TokenBucketLimiter(settings.tus_rate_per_second, settings.tus_rate_burst),
             },
             metrics=metrics,
+            processor=processor,
+            events=EventBus(),
             embedded_mongo=embedded,
         )
         from gateway.metrics import wire
 
         wire(services)
+        wire_events(services)
         uploads.completion_hooks.append(services._log_completion)
         services.tasks.append(asyncio.ensure_future(services._reap_forever()))
+        services.tasks.append(asyncio.ensure_future(services._sweep_processing_forever()))
         return services
 
     async def _log_completion(self, record) -> None:
@@ -153,6 +178,16 @@ class Services:
             except Exception:  # noqa: BLE001 - the sweep runs again next interval
                 log.warning("expiry sweep failed", exc_info=True)
 
+    async def _sweep_processing_forever(self) -> None:
+        while True:
+            try:
+                submitted = await self.processor.sweep()
+                if submitted:
+                    log.info("processing jobs resumed", extra={"count": submitted})
+            except Exception:  # noqa: BLE001 - the sweep runs again next interval
+                log.warning("processing sweep failed", exc_info=True)
+            await asyncio.sleep(self.settings.processing_sweep_interval)
+
     async def close(self) -> None:
         """Stop background work and release every connection, thread and child process."""
         for task in self.tasks:
@@ -161,6 +196,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):
+            await self.processor.close()
+        with contextlib.suppress(Exception):
             await self.store.close()
         with contextlib.suppress(Exception):
             await self.client.close()
@@ -168,6 +205,12 @@ class Services:
         self.cpu_executor.shutdown(wait=False, cancel_futures=True)
         if self.embedded_mongo is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded_mongo.stop)
+
+
+def internal_base_url(settings: Settings) -> str:
+    """How processes on this host (ffmpeg) reach this gateway."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
 
 
 def build_store(settings: Settings, executor: ThreadPoolExecutor, on_call=None) -> ObjectStore:

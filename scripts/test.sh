@@ -6,7 +6,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"
 "$VENV/bin/python" -m pip install -q -e ".[test]"
-# system packages and front-end/Node packages the tests use (ffmpeg, chromium, npm packages)
+# ffmpeg/ffprobe for video processing; chromium and the npm packages for client tests
+command -v ffprobe >/dev/null 2>&1 || apt_install ffmpeg
 bash scripts/install_test_deps.sh
 export PATH="$VENV/bin:$PATH"
 

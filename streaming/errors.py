@@ -49,3 +49,7 @@ class StorageFailure(UploadError):
 
 class LeaseLost(UploadError):
     """This writer lost its lease on the upload; it stopped before committing more."""
+
+
+class TypeNotAllowed(UploadError):
+    """The file's type (from its bytes) is not accepted; the upload is discarded."""

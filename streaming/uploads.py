@@ -27,6 +27,7 @@ from streaming.errors import (
     LeaseLost,
     OffsetMismatch,
     SizeExceeded,
+    TypeNotAllowed,
     StorageFailure,
     UploadGone,
     UploadNotFound,
@@ -73,6 +74,7 @@ class UploadService:
         self.limits = limits
         self.window = limits.window
         self.completion_hooks: list[CompletionHook] = []
+        self.type_allowed: Callable[[Any], bool] = lambda detected: True
         self.deletion_hooks: list[CompletionHook] = []
         self.byte_observers: list[Callable[[int], None]] = []
         # observation points for metrics: events ("created", "finished", "terminated",
@@ -80,6 +82,7 @@ class UploadService:
         self.event_observers: list[Callable[[str], None]] = []
         self.writer_observers: list[Callable[[int], None]] = []
         self.part_observers: list[Callable[[int], None]] = []
+        self.progress_observers: list[Callable[[UploadRecord], None]] = []
         self._background: set[asyncio.Future] = set()
         # upload id -> (parts hashed, sha256 of those parts): lets the next PATCH on this
         # instance continue the file's sha256 without re-reading anything
@@ -117,9 +120,12 @@ class UploadService:
         for observer in observers:
             observer(delta)
 
-    def bytes_committed(self, count: int) -> None:
+    def bytes_committed(self, count: int, record: UploadRecord | None = None) -> None:
         for observer in self.byte_observers:
             observer(count)
+        if record is not None:
+            for progress in self.progress_observers:
+                progress(record)
 
     async def discard_object(self, key: str) -> None:
         """Delete an object that is no longer referenced; failures are only logged."""
@@ -231,7 +237,7 @@ class UploadService:
                     record.key or "", 0, min(record.length, SNIFF_BYTES), SNIFF_BYTES)])
                 break
         detected = detect(head, _filename(final))
-        key = object_key(final.id, detected)
+        key = self._key_for(final, detected)
         try:
             multipart_id = await self.store.create_multipart(key, detected.mime)
             parts: list[PartRef] = []
@@ -328,11 +334,12 @@ class UploadService:
             await self.store.abort_multipart(key, multipart_id)
             raise LeaseLost("the upload was changed by another writer") from None
 
-    @staticmethod
-    def _key_for(record: UploadRecord, detected) -> str:
-        """Partial uploads are staging data; everything else is media."""
+    def _key_for(self, record: UploadRecord, detected) -> str:
+        """Partial uploads are staging data; everything else is media of an allowed type."""
         if record.concat == "partial":
             return f"partials/{record.id}"
+        if not self.type_allowed(detected):
+            raise TypeNotAllowed(f"files of type {detected.mime} are not accepted")
         return object_key(record.id, detected)
 
     async def complete(self, record: UploadRecord, last: memoryview, hasher: Any = None) -> UploadRecord:
@@ -374,7 +381,7 @@ class UploadService:
             )
         except VersionConflict:
             raise LeaseLost("the upload was changed by another writer") from None
-        self.bytes_committed(len(last) - record.tail_size)
+        self.bytes_committed(len(last) - record.tail_size, done)
         self.emit("finished")
         self._hashes.pop(done.id, None)
         await self._cleanup_staging(done)

@@ -187,7 +187,7 @@ class PartWriter:
             )
         except VersionConflict:
             raise LeaseLost("the upload was changed by another writer") from None
-        self._service.bytes_committed(part.size)
+        self._service.bytes_committed(part.size, self._record)
         if old_tail:
             await self._service.discard_object(old_tail)
 
@@ -261,7 +261,7 @@ class PartWriter:
         except VersionConflict:
             await self._service.discard_object(key)
             raise LeaseLost("the upload was changed by another writer") from None
-        self._service.bytes_committed(self._fill - self._durable_in_buffer)
+        self._service.bytes_committed(self._fill - self._durable_in_buffer, self._record)
         self._durable_in_buffer = self._fill
         if record.tail_key and record.tail_key != key:
             await self._service.discard_object(record.tail_key)

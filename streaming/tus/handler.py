@@ -29,6 +29,7 @@ from streaming.errors import (
     UploadGone,
     UploadNotFound,
     UploadNotWritable,
+    TypeNotAllowed,
 )
 from streaming.locking import UploadLocked
 from streaming.tus.checksum import ALGORITHMS, Hasher, parse_checksum
@@ -62,6 +63,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (LeaseLost, 409, "lease_lost"),
     (StorageFailure, 503, "storage_unavailable"),
     (UploadLocked, 423, "upload_locked"),
+    (TypeNotAllowed, 415, "type_not_allowed"),
 ]
 
 
@@ -284,6 +286,7 @@ class TusHandler(BaseHandler):
         assert writer is not None
         if self._rejection is not None:
             await writer.abort()
+            await self._discard_if_refused(self._rejection, writer)
             raise tus_error(self._rejection)
         if self._hasher is not None and self._hasher.digest() != self._expected_digest:
             await writer.abort()
@@ -291,7 +294,16 @@ class TusHandler(BaseHandler):
         try:
             return await writer.finish()
         except UploadError as exc:
+            await self._discard_if_refused(exc, writer)
             raise tus_error(exc) from None
+
+    async def _discard_if_refused(self, exc: Exception, writer: PartWriter) -> None:
+        """A file of a refused type leaves nothing behind."""
+        if isinstance(exc, TypeNotAllowed):
+            try:
+                await self.services.uploads.terminate(writer.record.id)
+            except (UploadError, UploadLocked):
+                log.warning("could not discard a refused upload", extra={"upload_id": writer.record.id})
 
     # -- methods ----------------------------------------------------------------------
 
