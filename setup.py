@@ -18,6 +18,7 @@ setup(
         "prometheus-client>=0.21",
         "Pillow>=11",
         "python-multipart>=0.0.20",
+        "pillow-heif>=0.18",
         "tuspy>=1.1",
     ],
     extras_require={
@@ -29,6 +30,8 @@ setup(
             "psutil>=6",
             "jsonschema>=4.20",
         ],
+        "bench": ["pyvips>=2.2", "pyvips-binary>=8.16", "psutil>=6", "requests>=2.32", "moto[server]>=5.1"],
     },
+    # bench: pyvips is the thumbnail baseline of bench/thumbnails.py
     entry_points={"console_scripts": ["mediaserver=gateway.cli:main"]},
 )

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import socket
+
 import tornado.iostream
 
 from gateway.base import ApiError, BaseHandler
 from streaming.ranges import RangeNotSatisfiable, content_disposition, parse_range
 
 
+def limit_send_buffer(handler: BaseHandler, size: int = 32 * 1024) -> None:
+    """Keep little unread data queued for this client, so a reader that stops early
+    (a video probe seeking through a file) makes the gateway read little from the store."""
+    stream = getattr(handler.request.connection, "stream", None)
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
 async def stream_object(
-    handler: BaseHandler, key: str, size: int, content_type: str | None, filename: str | None
+    handler: BaseHandler, key: str, size: int, content_type: str | None, filename: str | None,
+    chunk_size: int | None = None,
 ) -> None:
     """Answer GET/HEAD for an object with Range support, reading it chunk by chunk."""
     handler.set_header("Accept-Ranges", "bytes")
@@ -28,8 +40,10 @@ async def stream_object(
     handler.set_header("Content-Length", str(end - start))
     if handler.request.method == "HEAD" or end == start:
         return
-    chunk_size = handler.services.settings.download_chunk_size
+    chunk_size = chunk_size or handler.services.settings.download_chunk_size
+    read_bytes = handler.services.metrics.store_read_bytes
     async for chunk in handler.services.store.read_range(key, start, end, chunk_size):
+        read_bytes.inc(len(chunk))
         handler.write(chunk)
         try:
             await handler.flush()

@@ -12,7 +12,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 from gateway.base import ApiError, BaseHandler
-from gateway.downloads import stream_object
+from gateway.downloads import limit_send_buffer, stream_object
 from metadata.media import CATEGORIES, DELETED, MediaItem
 from streaming.errors import SizeExceeded, UploadError
 from streaming.ranges import safe_filename
@@ -22,6 +22,7 @@ from streaming.writer import PartWriter
 log = logging.getLogger("mediaserver.media")
 _ID = r"([0-9a-f]{32})"
 _background: set[asyncio.Future] = set()
+PROBE_CHUNK_SIZE = 128 * 1024
 
 
 def _int_arg(handler: BaseHandler, name: str, default: int, low: int, high: int) -> int:
@@ -98,7 +99,12 @@ class SignedFileHandler(BaseHandler):
         if size is None:
             raise ApiError(404, "media_not_found", "no such media")
         content_type = item.content_type if kind == "original" else "image/jpeg"
-        await stream_object(self, key, size, content_type, item.filename if kind == "original" else None)
+        chunk_size = None
+        if self.request.remote_ip in ("127.0.0.1", "::1") and self.request.headers.get("Range"):
+            # a prober on this host (ffmpeg): read the store in small steps, queue little
+            limit_send_buffer(self)
+            chunk_size = PROBE_CHUNK_SIZE
+        await stream_object(self, key, size, content_type, item.filename if kind == "original" else None, chunk_size)
 
     head = get
 

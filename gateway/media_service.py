@@ -92,9 +92,13 @@ class MediaService:
         return url or self.signer.sign(base_url, item.id, kind, self.url_ttl)
 
     async def internal_url(self, item: MediaItem, base_url: str) -> str:
-        """A URL of the original for processes on this host (store-presigned or gateway-signed)."""
-        url = await self.store.signed_url(item.key, self.url_ttl)
-        return url or self.signer.sign(base_url, item.id, "original", self.url_ttl)
+        """A gateway-signed URL of the original for processes on this host (ffmpeg).
+
+        Always through the gateway, whatever the store: it reads the store in growing
+        ranged windows and queues little for the reader, so probing a large video reads
+        only a small part of it.
+        """
+        return self.signer.sign(base_url, item.id, "original", self.url_ttl)
 
     async def describe(self, item: MediaItem, base_url: str, with_urls: bool = True) -> dict[str, Any]:
         """The JSON clients see for an item."""

@@ -44,6 +44,7 @@ class GatewayMetrics:
         self.parts_in_flight = Gauge("mediaserver_store_parts_in_flight", "Parts being sent to the store now.", registry=r)
         self.store_duration = Histogram("mediaserver_store_request_duration_seconds", "Duration of object store requests.",
                                         ["operation", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
+        self.store_read_bytes = Counter("mediaserver_store_read_bytes_total", "Bytes read from the object store to answer downloads.", registry=r)
         self.store_retries = Counter("mediaserver_store_retries_total", "Object store request retries.", ["operation"], registry=r)
         self.processing_jobs = Counter("mediaserver_processing_jobs_total", "Media processing jobs by outcome.", ["kind", "outcome"], registry=r)
         self.processing_duration = Histogram("mediaserver_processing_duration_seconds", "Duration of media processing jobs.",

@@ -55,14 +55,17 @@ def make_thumbnail(data: bytes, max_width: int, max_height: int, max_pixels: int
                     width, height = height, width
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
-                # shrink-on-load: JPEG decodes at 1/2, 1/4 or 1/8 scale directly
-                target = (max_height, max_width) if rotated else (max_width, max_height)
-                image.draft("RGB", (target[0] * 2, target[1] * 2))
+                # shrink-on-load: JPEG decodes at 1/2, 1/4 or 1/8 scale directly, to no less
+                # than twice the final size (the resize that follows keeps the quality)
+                stored_w, stored_h = image.size
+                box_w, box_h = (max_height, max_width) if rotated else (max_width, max_height)
+                scale = min(box_w / stored_w, box_h / stored_h, 1.0)
+                image.draft("RGB", (max(1, int(stored_w * scale * 2)), max(1, int(stored_h * scale * 2))))
                 image = ImageOps.exif_transpose(image)
                 image.thumbnail((max_width, max_height), Image.Resampling.LANCZOS, reducing_gap=2.0)
                 image = _flatten(image)
                 out = io.BytesIO()
-                image.save(out, "JPEG", quality=quality, optimize=True, progressive=True)
+                image.save(out, "JPEG", quality=quality)
                 return ImageResult(width, height, source_format, out.getvalue(), image.width, image.height)
         except ImageRejected:
             raise

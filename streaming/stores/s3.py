@@ -209,21 +209,25 @@ class S3Store:
             body.close()
 
     async def read_range(self, key: str, start: int, end: int, chunk_size: int) -> AsyncIterator[bytes]:
-        if end <= start:
-            return
-        result = await self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
-        body = result["Body"]
+        """Successive ranged GETs growing from `chunk_size` to 16 x `chunk_size`: a reader that
+        stops early (a video probe) costs at most one window, a full read only a few requests."""
+        window = chunk_size
+        position = start
         loop = asyncio.get_running_loop()
-        try:
-            remaining = end - start
-            while remaining > 0:
-                chunk = await loop.run_in_executor(self._executor, body.read, min(chunk_size, remaining))
-                if not chunk:
-                    raise StoreError(f"{key}: body ended {remaining} bytes early")
-                remaining -= len(chunk)
-                yield chunk
-        finally:
-            body.close()
+        while position < end:
+            last = min(end, position + window)
+            result = await self._call("get_object", Bucket=self.bucket, Key=key, Range=f"bytes={position}-{last - 1}")
+            body = result["Body"]
+            try:
+                while position < last:
+                    chunk = await loop.run_in_executor(self._executor, body.read, min(chunk_size, last - position))
+                    if not chunk:
+                        raise StoreError(f"{key}: body ended {end - position} bytes early")
+                    position += len(chunk)
+                    yield chunk
+            finally:
+                body.close()
+            window = min(window * 2, chunk_size * 16)
 
     async def object_size(self, key: str) -> int | None:
         try:
