@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="folder for local objects, the embedded MongoDB and secrets (DATA_DIR)")
 
     commands.add_parser("config", help="print every setting with its default and help", description="Print every environment variable the gateway reads, its default and what it does.")
+
+    from gateway.upload_cli import add_arguments
+
+    upload = commands.add_parser("upload", help="upload files with tus, resuming interrupted uploads",
+                                 description="Upload files to a gateway with the tus protocol. An interrupted upload resumes when the same command runs again. Prints each file's media URL.")
+    add_arguments(upload)
     return parser
 
 
@@ -62,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(describe())
         return 0
+    if args.command == "upload":
+        from gateway.upload_cli import run
+
+        return run(args)
     try:
         settings = Settings.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
     except ValueError as exc:
