@@ -6,13 +6,14 @@ owner is answered the same way as the first.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from metadata.documents import Document
 
 PROCESSING = "processing"
 READY = "ready"
@@ -22,7 +23,7 @@ CATEGORIES = ("images", "videos", "files")
 
 
 @dataclass(frozen=True)
-class MediaItem:
+class MediaItem(Document):
     id: str
     owner: str | None
     category: str
@@ -44,20 +45,6 @@ class MediaItem:
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = 0
 
-    def to_document(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["_id"] = doc.pop("id")
-        return doc
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> "MediaItem":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in doc.items() if k in names}
-        values["id"] = doc["_id"]
-        return cls(**values)
-
-    def evolve(self, **changes: Any) -> "MediaItem":
-        return dataclasses.replace(self, **changes)
 
 
 class MediaConflict(Exception):

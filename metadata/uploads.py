@@ -7,7 +7,6 @@ Timestamps are epoch seconds (floats).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -15,6 +14,8 @@ from typing import Any, AsyncIterator
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from metadata.documents import Document
 
 ACTIVE = "active"
 COMPLETE = "complete"
@@ -37,7 +38,7 @@ class PartRecord:
 
 
 @dataclass(frozen=True)
-class UploadRecord:
+class UploadRecord(Document):
     """The durable state of one tus upload."""
 
     id: str
@@ -72,22 +73,14 @@ class UploadRecord:
         return self.status == COMPLETE
 
     def to_document(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["_id"] = doc.pop("id")
+        doc = super().to_document()
         doc["concat_parts"] = list(self.concat_parts)
         return doc
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> "UploadRecord":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in doc.items() if k in names}
-        values["id"] = doc["_id"]
-        values["concat_parts"] = tuple(doc.get("concat_parts") or ())
-        values["metadata"] = dict(doc.get("metadata") or {})
-        return cls(**values)
-
-    def evolve(self, **changes: Any) -> "UploadRecord":
-        return dataclasses.replace(self, **changes)
+        return super().from_document(dict(doc, concat_parts=tuple(doc.get("concat_parts") or ()),
+                                          metadata=dict(doc.get("metadata") or {})))
 
 
 class UploadRepository:
