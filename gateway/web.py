@@ -22,7 +22,7 @@ _ASSET_REF = re.compile(r'(src|href)="/static/([^"?#]+)"')
 
 
 class StaticAssetHandler(BaseHandler, tornado.web.StaticFileHandler):
-    """Files under gateway/static/: ETag, Last-Modified, ranges; a year of caching for `?v=` URLs."""
+    """Files under gateway/static/: ETag, Last-Modified, ranges; cached for years under `?v=` URLs."""
 
     rate_limit = None
 

@@ -14,7 +14,14 @@
   const PAGE_SIZE = 24;
   const POLL_MS = 2000;
   const MAX_POLLS = 90;
-  const PLACEHOLDER_GLYPHS = { images: '🖼', videos: '🎬', files: '📄' };
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  // outline icons (24x24) for items without a thumbnail: [tag, attributes] per shape
+  const ICONS = {
+    images: [['rect', { x: 3, y: 4, width: 18, height: 16, rx: 2 }], ['circle', { cx: 8.5, cy: 9.5, r: 1.5 }],
+      ['path', { d: 'M21 16l-5-5-9 9' }]],
+    videos: [['rect', { x: 3, y: 5, width: 18, height: 14, rx: 2 }], ['path', { d: 'M10 9l5 3-5 3z' }]],
+    files: [['path', { d: 'M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8z' }], ['path', { d: 'M14 3v5h5' }]],
+  };
 
   const $ = (id) => document.getElementById(id);
   const state = { token: null, user: null, page: 1, pages: 1, polls: 0, pollTimer: null, loading: null };
@@ -236,9 +243,22 @@
     return node;
   }
 
+  function icon(type) {
+    const svg = document.createElementNS(SVG_NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('class', 'glyph');
+    svg.setAttribute('aria-hidden', 'true');
+    for (const [tag, attributes] of ICONS[type] || ICONS.files) {
+      const shape = document.createElementNS(SVG_NS, tag);
+      for (const [name, value] of Object.entries(attributes)) shape.setAttribute(name, String(value));
+      svg.append(shape);
+    }
+    return svg;
+  }
+
   function placeholder(type) {
     const box = element('div', 'media-placeholder');
-    box.append(element('span', 'glyph', PLACEHOLDER_GLYPHS[type] || PLACEHOLDER_GLYPHS.files));
+    box.append(icon(type));
     box.append(element('span', 'type', (type || 'file').replace(/s$/, '')));
     return box;
   }

