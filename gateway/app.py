@@ -7,7 +7,7 @@ import logging
 import tornado.httpserver
 import tornado.web
 
-from gateway.base import BaseHandler
+from gateway.base import ApiError, BaseHandler
 from gateway.events import EventsHandler
 from gateway.health import DetailedHealthHandler, HealthHandler
 from gateway.logs import emf
@@ -28,9 +28,9 @@ class NotFoundHandler(BaseHandler):
 
     rate_limit = None
 
-    def prepare(self) -> None:
-        self.set_status(404)
-        self.write_json_error("not_found", "no such route")
+    async def admit(self) -> None:
+        await super().admit()
+        raise ApiError(404, "not_found", "no such route")
 
 
 def make_app(services: Services) -> tornado.web.Application:

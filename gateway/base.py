@@ -93,6 +93,7 @@ def _code_for(status: int) -> str:
 
 
 DRAIN_LIMIT = 8 * 1024 * 1024
+REJECT_DRAIN_LIMIT = 1024 * 1024  # bodies of refused requests read (and dropped) to keep the connection
 
 
 @tornado.web.stream_request_body
@@ -185,9 +186,34 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             self.services.on_rate_limited(kind)
             raise ApiError(429, "too_many_requests", "too many requests; retry later", decision.headers())
 
-    def prepare(self) -> Any:
+    async def prepare(self) -> None:
+        try:
+            await self.admit()
+        except tornado.web.HTTPError as exc:
+            self._reject(exc)
+
+    async def admit(self) -> None:
+        """Checks before the body is read (rate limit, body size); raise ApiError to refuse."""
         self.check_rate_limit()
         self.limit_body()
+
+    def _reject(self, exc: tornado.web.HTTPError) -> None:
+        """Refuse the request with `exc` without losing a keep-alive connection when the body is
+        small (it is read and dropped, then the error answered); a large body is not read and the
+        answer says `Connection: close`."""
+        declared = self.request.headers.get("Content-Length", "0")
+        chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        size = int(declared) if declared.isdigit() else 0
+        if chunked or size > REJECT_DRAIN_LIMIT or self._finished:
+            self._close_after_answer = True
+            raise exc
+        self._rejection = exc
+        self._body_buffer = None
+        self.request.connection.set_max_body_size(max(size, 1))  # type: ignore[attr-defined]
+        setattr(self, self.request.method.lower(), self._answer_rejection)
+
+    async def _answer_rejection(self, *args: Any, **kwargs: Any) -> None:
+        raise self._rejection
 
     def limit_body(self) -> None:
         """Accept a body of at most MAX_JSON_BODY bytes (see the class docstring)."""
@@ -246,6 +272,8 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         else:
             code, message = _code_for(status_code), "internal server error"
         self.set_status(status_code, reason="Checksum Mismatch" if status_code == 460 else None)
+        if getattr(self, "_close_after_answer", False):
+            self.set_header("Connection", "close")
         for name, value in {**getattr(self, "_rate_headers", {}), **headers}.items():
             self.set_header(name, value)
         self.write_json_error(code, message)

@@ -119,7 +119,7 @@ class MediaUploadHandler(BaseHandler):
     _done = False
     _file_complete = False
 
-    async def prepare(self) -> None:
+    async def admit(self) -> None:
         self.check_rate_limit()
         self._principal = self.require_user()
         settings = self.services.settings

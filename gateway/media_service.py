@@ -88,7 +88,10 @@ class MediaService:
         key = item.key if kind == "original" else item.thumbnail_key
         if not key:
             return None
-        url = await self.store.signed_url(key, self.url_ttl, item.filename if kind == "original" else None)
+        if kind == "thumbnail":
+            # small, shown in pages: served by the gateway, same origin as the page (CSP img-src 'self')
+            return self.signer.sign(base_url, item.id, kind, self.url_ttl)
+        url = await self.store.signed_url(key, self.url_ttl, item.filename)
         return url or self.signer.sign(base_url, item.id, kind, self.url_ttl)
 
     async def internal_url(self, item: MediaItem, base_url: str) -> str:

@@ -29,7 +29,7 @@ class StaticAssetHandler(BaseHandler, tornado.web.StaticFileHandler):
     def initialize(self, path: str, default_filename: str | None = None) -> None:  # type: ignore[override]
         tornado.web.StaticFileHandler.initialize(self, path, default_filename)
 
-    def prepare(self) -> None:
+    async def admit(self) -> None:
         if self.request.method not in ("GET", "HEAD", "OPTIONS"):
             raise tornado.web.HTTPError(405)
 
@@ -51,7 +51,7 @@ class UploadPageHandler(BaseHandler):
 
     rate_limit = None
 
-    def prepare(self) -> None:
+    async def admit(self) -> None:
         if self.request.method not in ("GET", "HEAD", "OPTIONS"):
             raise tornado.web.HTTPError(405)
 

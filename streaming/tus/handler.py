@@ -100,7 +100,7 @@ class TusHandler(BaseHandler):
 
     # -- request set-up ---------------------------------------------------------------
 
-    async def prepare(self) -> None:
+    async def admit(self) -> None:
         override = self.request.headers.get("X-HTTP-Method-Override")
         if override and self.request.method == "POST":
             if override.upper() not in ("PATCH", "DELETE", "HEAD"):
@@ -110,11 +110,12 @@ class TusHandler(BaseHandler):
         connection.set_max_body_size(self.services.settings.max_json_body)  # type: ignore[attr-defined]
         if self.request.method == "OPTIONS":
             return
-        if self.request.method != "GET" and self.request.headers.get("Tus-Resumable") not in TUS_VERSIONS:
+        if self.request.method not in ("GET",) and self.request.headers.get("Tus-Resumable") not in TUS_VERSIONS:
             raise ApiError(412, "unsupported_version", "Tus-Resumable must name a supported version",
                            {"Tus-Version": ",".join(TUS_VERSIONS)})
         principal = self.require_user()
-        if self.request.method != "GET":
+        if self.request.method not in ("GET", "HEAD"):
+            # HEAD stays free: tus clients take any refused HEAD as a lost upload and start over
             self.check_rate_limit("tus", principal.user_id if principal else self.client_ip())
         upload_id = self.path_args[0] if self.path_args else None
         if upload_id is not None and not _UPLOAD_ID.match(upload_id):
