@@ -1,0 +1,146 @@
+# ECS on Fargate: 256 CPU / 512 MB tasks, 2 to 10 of them, rolling deploys with automatic rollback.
+
+resource "aws_ecs_cluster" "main" {
+  name = "mediaserver-${var.environment}"
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+}
+
+resource "aws_ecs_task_definition" "gateway" {
+  family                   = "mediaserver-${var.environment}"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.task_cpu
+  memory                   = var.task_memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+
+  container_definitions = jsonencode([{
+    name                   = "gateway"
+    image                  = var.image
+    essential              = true
+    readonlyRootFilesystem = true
+    user                   = "1001:1001"
+    portMappings           = [{ containerPort = var.container_port, protocol = "tcp" }]
+    environment = [
+      { name = "HOST", value = "0.0.0.0" },
+      { name = "PORT", value = tostring(var.container_port) },
+      { name = "STORAGE_BACKEND", value = "s3" },
+      { name = "S3_BUCKET", value = aws_s3_bucket.media.bucket },
+      { name = "AWS_REGION", value = var.region },
+      { name = "TRUSTED_PROXY_HOPS", value = var.enable_cloudfront ? "2" : "1" },
+      { name = "LOG_FORMAT", value = "json" },
+      { name = "DATA_DIR", value = "/tmp/mediaserver" },
+      { name = "UPLOAD_MEMORY_BUDGET", value = "160MiB" },
+    ]
+    secrets = [
+      { name = "JWT_SECRET", valueFrom = aws_ssm_parameter.jwt_secret.arn },
+      { name = "MONGODB_URI", valueFrom = aws_ssm_parameter.mongodb_uri.arn },
+    ]
+    mountPoints = [{ sourceVolume = "scratch", containerPath = "/tmp", readOnly = false }]
+    healthCheck = {
+      command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.container_port}/health', timeout=4)"]
+      interval    = 30
+      timeout     = 5
+      retries     = 3
+      startPeriod = 20
+    }
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.gateway.name
+        awslogs-region        = var.region
+        awslogs-stream-prefix = "gateway"
+      }
+    }
+  }])
+
+  volume {
+    name = "scratch"
+  }
+}
+
+resource "aws_ecs_service" "gateway" {
+  name                              = "mediaserver"
+  cluster                           = aws_ecs_cluster.main.id
+  task_definition                   = aws_ecs_task_definition.gateway.arn
+  desired_count                     = var.desired_count
+  launch_type                       = "FARGATE"
+  health_check_grace_period_seconds = 30
+  propagate_tags                    = "SERVICE"
+  enable_execute_command            = false
+
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.private_subnet_ids
+    security_groups  = [aws_security_group.tasks.id]
+    assign_public_ip = false
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.gateway.arn
+    container_name   = "gateway"
+    container_port   = var.container_port
+  }
+
+  lifecycle {
+    ignore_changes = [desired_count]
+  }
+
+  depends_on = [aws_lb_listener.https]
+}
+
+resource "aws_appautoscaling_target" "gateway" {
+  service_namespace  = "ecs"
+  resource_id        = "service/${aws_ecs_cluster.main.name}/${aws_ecs_service.gateway.name}"
+  scalable_dimension = "ecs:service:DesiredCount"
+  min_capacity       = var.min_count
+  max_capacity       = var.max_count
+}
+
+resource "aws_appautoscaling_policy" "cpu" {
+  name               = "mediaserver-cpu"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.gateway.service_namespace
+  resource_id        = aws_appautoscaling_target.gateway.resource_id
+  scalable_dimension = aws_appautoscaling_target.gateway.scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = 70
+    scale_in_cooldown  = 300
+    scale_out_cooldown = 60
+    predefined_metric_specification {
+      predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "memory" {
+  name               = "mediaserver-memory"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.gateway.service_namespace
+  resource_id        = aws_appautoscaling_target.gateway.resource_id
+  scalable_dimension = aws_appautoscaling_target.gateway.scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = 75
+    scale_in_cooldown  = 300
+    scale_out_cooldown = 60
+    predefined_metric_specification {
+      predefined_metric_type = "ECSServiceAverageMemoryUtilization"
+    }
+  }
+}
