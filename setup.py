@@ -7,7 +7,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["gateway*", "streaming*", "auth*", "metadata*", "processing*"]),
     include_package_data=True,
-    package_data={"gateway": ["static/*", "static/**/*"]},
+    package_data={"gateway": ["static/*", "static/**/*", "*.json"]},
     install_requires=[
         "tornado>=6.5.8",
         "boto3>=1.35",
@@ -29,6 +29,8 @@ setup(
             "requests>=2.32",
             "psutil>=6",
             "jsonschema>=4.20",
+            "openapi-spec-validator>=0.7",
+            "schemathesis>=4.32,<5",
         ],
         "bench": ["pyvips>=2.2", "pyvips-binary>=8.16", "psutil>=6", "requests>=2.32", "moto[server]>=5.1"],
     },

@@ -12,7 +12,7 @@ from gateway.events import EventsHandler
 from gateway.health import DetailedHealthHandler, HealthHandler
 from gateway.logs import emf
 from gateway.metrics import MetricsHandler, RouteNamer
-from gateway.net import client_ip
+from gateway.net import client_ip, decimal
 from gateway.services import Services
 from gateway.auth_routes import handlers as auth_handlers
 from gateway.media_routes import handlers as media_handlers
@@ -68,7 +68,7 @@ def make_app(services: Services) -> tornado.web.Application:
                 "ip": client_ip(request, settings.trusted_proxy_hops),
                 "request_id": getattr(handler, "request_id", "-"),
                 "user_id": getattr(handler.current_user, "user_id", "-") if hasattr(handler, "_current_user") else "-",
-                "bytes_in": int(request.headers.get("Content-Length") or 0) if request.headers.get("Content-Length", "").isdigit() else 0,
+                "bytes_in": decimal(request.headers.get("Content-Length")) or 0,
                 **emf(settings.emf_namespace, {"Service": "mediaserver", "Route": route},
                       {"RequestLatency": (round(seconds * 1000, 1), "Milliseconds"),
                        "ServerErrors": (1 if status >= 500 else 0, "Count")}),

@@ -18,7 +18,7 @@ import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from auth.current_user import CurrentUserMixin
-from gateway.net import client_ip, client_protocol
+from gateway.net import client_ip, client_protocol, decimal
 from auth.tokens import Principal, TokenIssuer
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         answer says `Connection: close`."""
         declared = self.request.headers.get("Content-Length", "0")
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
-        size = int(declared) if declared.isdigit() else 0
+        size = decimal(declared) or 0
         if chunked or size > REJECT_DRAIN_LIMIT or self._finished:
             self._close_after_answer = True
             raise exc
@@ -219,7 +219,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         """Accept a body of at most MAX_JSON_BODY bytes (see the class docstring)."""
         limit = self.services.settings.max_json_body
         declared = self.request.headers.get("Content-Length", "")
-        size = int(declared) if declared.isdigit() else 0
+        size = decimal(declared) or 0
         if size > DRAIN_LIMIT:
             raise ApiError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
         self._body_too_large = size > limit
@@ -296,6 +296,10 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(value, dict):
             raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_json", "the body has strings that are not valid Unicode") from None
         return value
 
     def write_json_error(self, code: str, message: str) -> None:

@@ -178,7 +178,7 @@ class Settings:
         if self.processing_executor not in ("process", "thread"):
             raise ValueError("PROCESSING_EXECUTOR must be 'process' or 'thread'")
         width, _, height = self.thumbnail_size.lower().partition("x")
-        if not (width.isdigit() and height.isdigit() and 16 <= int(width) <= 4096 and 16 <= int(height) <= 4096):
+        if not (width.isascii() and width.isdigit() and height.isascii() and height.isdigit() and 16 <= int(width) <= 4096 and 16 <= int(height) <= 4096):
             raise ValueError("THUMBNAIL_SIZE must be WIDTHxHEIGHT between 16 and 4096")
         if self.log_format not in ("json", "text"):
             raise ValueError("LOG_FORMAT must be 'json' or 'text'")

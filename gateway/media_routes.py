@@ -12,8 +12,10 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 from gateway.base import ApiError, BaseHandler
+from gateway.net import decimal
 from gateway.downloads import limit_send_buffer, stream_object
-from metadata.media import CATEGORIES, DELETED, MediaItem
+from metadata.media import CATEGORIES, DELETED, MediaConflict, MediaItem
+from streaming.stores.base import StoreError
 from streaming.errors import SizeExceeded, UploadError
 from streaming.ranges import safe_filename
 from streaming.tus.handler import tus_error
@@ -29,9 +31,10 @@ def _int_arg(handler: BaseHandler, name: str, default: int, low: int, high: int)
     raw = handler.get_query_argument(name, None)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = decimal(raw)
+    if value is None or not low <= value <= high:
         raise ApiError(400, "validation_error", f"{name} must be an integer from {low} to {high}")
-    return int(raw)
+    return value
 
 
 class MediaListHandler(BaseHandler):
@@ -44,9 +47,9 @@ class MediaListHandler(BaseHandler):
         category = self.get_query_argument("type", None)
         if category is not None and category not in CATEGORIES:
             raise ApiError(400, "validation_error", f"type must be one of {', '.join(CATEGORIES)}")
-        owner = None if principal is not None and principal.is_admin and self.get_query_argument("all", "") == "true" \
-            else (principal.user_id if principal else None)
-        items, total = await self.services.media.media.page(owner, category, page, limit)
+        everyone = principal is not None and principal.is_admin and self.get_query_argument("all", "") == "true"
+        owner = principal.user_id if principal else None
+        items, total = await self.services.media.media.page(owner, category, page, limit, everyone)
         base = self.base_url()
         described = [await self.services.media.describe(item, base) for item in items]
         self.write({"items": described, "page": page, "limit": limit, "total": total,
@@ -73,7 +76,12 @@ class MediaItemHandler(BaseHandler):
 
     async def delete(self, media_id: str) -> None:
         item = await self._item(media_id)
-        await self.services.media.delete(item)
+        try:
+            await self.services.media.delete(item)
+        except StoreError:
+            raise ApiError(503, "storage_unavailable", "the object store failed; retry later", {"Retry-After": "5"}) from None
+        except MediaConflict:
+            raise ApiError(409, "conflict", "the media item changed meanwhile; retry") from None
         log.info("media deleted", extra={"media_id": media_id})
         self.set_status(204)
 
@@ -128,7 +136,7 @@ class MediaUploadHandler(BaseHandler):
             raise ApiError(415, "unsupported_media_type", "send the file as multipart/form-data (field 'file')")
         body_limit = settings.rest_max_file_size + 1024 * 1024
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        if (decimal(declared) or 0) > body_limit:
             raise ApiError(413, "file_too_large", f"files are limited to {settings.rest_max_file_size} bytes")
         self.request.connection.set_max_body_size(body_limit)  # type: ignore[attr-defined]
         self._parts = 0

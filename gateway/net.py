@@ -5,6 +5,13 @@ from __future__ import annotations
 from tornado.httputil import HTTPServerRequest
 
 
+def decimal(text: str | None) -> int | None:
+    """The value of a plain ASCII decimal (as HTTP headers and query numbers are), else None."""
+    if text and text.isascii() and text.isdigit() and len(text) <= 19:
+        return int(text)
+    return None
+
+
 def client_ip(request: HTTPServerRequest, trusted_hops: int) -> str:
     """The client's address: with N trusted proxies (e.g. 1 for an ALB), the Nth
     X-Forwarded-For entry from the right; the socket peer otherwise."""

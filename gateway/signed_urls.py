@@ -29,7 +29,7 @@ class UrlSigner:
 
     def verify(self, media_id: str, kind: str, expires: str | None, signature: str | None, now: float | None = None) -> bool:
         """Whether the signature matches and the URL has not expired."""
-        if not expires or not signature or not expires.isdigit():
+        if not expires or not signature or not (expires.isascii() and expires.isdigit() and len(expires) < 16):
             return False
         if int(expires) < (time.time() if now is None else now):
             return False

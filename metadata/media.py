@@ -81,10 +81,11 @@ class MediaRepository:
             raise MediaConflict(item.id)
         return updated
 
-    async def page(self, owner: str | None, category: str | None, page: int, limit: int) -> tuple[list[MediaItem], int]:
-        """Items of `owner` (None: everyone's), newest first, and the total count."""
+    async def page(self, owner: str | None, category: str | None, page: int, limit: int,
+                   everyone: bool = False) -> tuple[list[MediaItem], int]:
+        """Items of `owner` (or of everyone), newest first, and the total count."""
         query: dict[str, Any] = {"status": {"$ne": DELETED}}
-        if owner is not None:
+        if not everyone:
             query["owner"] = owner
         if category:
             query["category"] = category

@@ -24,6 +24,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE.match(header.strip())
     if not match or (not match.group(1) and not match.group(2)):
         return None
+    if size == 0:
+        raise RangeNotSatisfiable(header)
     first, last = match.group(1), match.group(2)
     if not first:
         suffix = int(last)

@@ -343,3 +343,22 @@ def test_sha256_is_computed_while_streaming(gateway, user):
     assert described["sha256"] == sha256(data)
     rest = upload_file(gateway, user, data[: 6 * MiB]).json()
     assert rest["sha256"] == sha256(data[: 6 * MiB])
+
+
+def test_odd_numbers_and_strings_are_client_errors(gateway, user):
+    assert requests.get(gateway.url + "/api/media", params={"page": "²"}, headers=user["headers"]).status_code == 400
+    item = upload_file(gateway, user, b"x").json()
+    assert requests.get(f"{gateway.url}/media/{item['id']}/original", params={"expires": "²", "signature": "x"}).status_code == 403
+    surrogate = '{"username": "\\ud800abc", "password": "correct-horse-42"}'
+    for route in ("/api/auth/register", "/api/auth/login"):
+        response = requests.post(gateway.url + route, data=surrogate, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, route
+
+
+def test_anonymous_mode_lists_only_ownerless_media(start_gateway):
+    gateway = start_gateway("local", AUTH_REQUIRED="false")
+    owner = register(gateway, "own" + uuid.uuid4().hex[:6]).json()
+    upload_file(gateway, {"headers": {"Authorization": f"Bearer {owner['token']}"}}, b"private")
+    requests.post(gateway.url + "/api/media/upload", files={"file": ("anon.txt", b"public")})
+    listing = requests.get(gateway.url + "/api/media").json()
+    assert [item["filename"] for item in listing["items"]] == ["anon.txt"]

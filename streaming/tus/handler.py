@@ -321,7 +321,12 @@ class TusHandler(BaseHandler):
     async def post(self, upload_id: str | None = None) -> None:
         record: UploadRecord = self._created
         if self._writer is not None:
-            record = await self._finish_writer()
+            try:
+                record = await self._finish_writer()
+            except ApiError as exc:
+                if exc.status_code != 415:  # a refused type is gone; anything else can be resumed
+                    exc.headers["Location"] = self._upload_url(record.id)
+                raise
             self.set_header("Upload-Offset", str(record.offset))
         elif self.request.headers.get("Content-Type", "").startswith(OFFSET_OCTET_STREAM):
             self.set_header("Upload-Offset", str(record.offset))

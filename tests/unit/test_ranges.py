@@ -28,3 +28,9 @@ def test_filenames_lose_paths_and_control_characters():
     header = content_disposition("naïve résumé.pdf")
     assert header.startswith('inline; filename="na_ve r_sum_.pdf"')
     assert "filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.pdf" in header
+
+
+@pytest.mark.parametrize("header", ["bytes=-5", "bytes=0-", "bytes=0-0"])
+def test_any_range_of_an_empty_file_is_unsatisfiable(header):
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(header, 0)
