@@ -12,8 +12,7 @@ bash scripts/install_test_deps.sh
 export PATH="$VENV/bin:$PATH"
 
 status=0
+# static checks of the deployment files first, so the test run's summary is the last line
+bash scripts/check_infra.sh || status=$?
 "$VENV/bin/python" -m pytest "$@" || status=$?
-if [ -x scripts/check_infra.sh ] || [ -f scripts/check_infra.sh ]; then
-  bash scripts/check_infra.sh || status=$?
-fi
 exit $status
