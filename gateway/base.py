@@ -6,6 +6,7 @@ status; clients never see a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import http
@@ -191,6 +192,44 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             await self.admit()
         except tornado.web.HTTPError as exc:
             self._reject(exc)
+        if not self._finished and self._expects_body():
+            self._arm_watchdog()
+
+    # -- stalled bodies (slow-loris) -----------------------------------------------------
+
+    _watchdog: Any = None
+    _last_activity = 0.0
+
+    def _expects_body(self) -> bool:
+        headers = self.request.headers
+        return bool(decimal(headers.get("Content-Length"))) or "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+    def touch(self) -> None:
+        """Note that body bytes arrived (call from every data_received)."""
+        self._last_activity = asyncio.get_running_loop().time()
+
+    def _arm_watchdog(self) -> None:
+        """Close the connection when the body stalls for IDLE_BODY_TIMEOUT seconds."""
+        timeout = self.services.settings.idle_body_timeout
+        loop = asyncio.get_running_loop()
+        self.touch()
+
+        def check() -> None:
+            body = getattr(self.request, "_body_future", None)
+            if self._finished or (body is not None and body.done()):
+                return
+            idle = loop.time() - self._last_activity
+            if idle >= timeout:
+                log.info("closing a stalled request body", extra={"idle_seconds": round(idle, 1)})
+                self.request.connection.stream.close()  # type: ignore[attr-defined]
+                return
+            self._watchdog = loop.call_later(timeout - idle + 0.05, check)
+
+        self._watchdog = loop.call_later(timeout, check)
+
+    def on_finish(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     async def admit(self) -> None:
         """Checks before the body is read (rate limit, body size); raise ApiError to refuse."""
@@ -227,6 +266,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         self.request.connection.set_max_body_size(DRAIN_LIMIT)  # type: ignore[attr-defined]
 
     def data_received(self, chunk: bytes) -> None:
+        self.touch()
         buffer = self._body_buffer
         if buffer is None or self._body_too_large:
             return

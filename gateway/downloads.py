@@ -8,6 +8,7 @@ import tornado.iostream
 
 from gateway.base import ApiError, BaseHandler
 from streaming.ranges import RangeNotSatisfiable, content_disposition, parse_range
+from streaming.stores.base import ObjectNotFound, StoreError
 
 
 def limit_send_buffer(handler: BaseHandler, size: int = 32 * 1024) -> None:
@@ -42,12 +43,23 @@ async def stream_object(
         return
     chunk_size = chunk_size or handler.services.settings.download_chunk_size
     read_bytes = handler.services.metrics.store_read_bytes
-    async for chunk in handler.services.store.read_range(key, start, end, chunk_size):
-        read_bytes.inc(len(chunk))
-        handler.write(chunk)
-        try:
+    sent = False
+    try:
+        async for chunk in handler.services.store.read_range(key, start, end, chunk_size):
+            read_bytes.inc(len(chunk))
+            handler.write(chunk)
+            sent = True
             await handler.flush()
-        except tornado.iostream.StreamClosedError:
+    except tornado.iostream.StreamClosedError:
+        return
+    except ObjectNotFound:
+        if sent:
+            raise
+        raise ApiError(404, "not_found", "the stored object is missing") from None
+    except StoreError:
+        if sent:  # the status line is gone: all that is left is to cut the response short
+            handler.request.connection.stream.close()  # type: ignore[attr-defined]
             return
+        raise ApiError(503, "storage_unavailable", "the object store failed; retry later", {"Retry-After": "5"}) from None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import unquote_to_bytes
 from typing import Any
 
 import tornado.web
@@ -25,6 +26,25 @@ log = logging.getLogger("mediaserver.media")
 _ID = r"([0-9a-f]{32})"
 _background: set[asyncio.Future] = set()
 PROBE_CHUNK_SIZE = 128 * 1024
+
+
+def _form_filename(options: dict[bytes, bytes]) -> str | None:
+    """The file name of a form part: RFC 5987 `filename*` first, else `filename` as UTF-8 (or Latin-1)."""
+    extended = options.get(b"filename*")
+    if extended:
+        charset, _, rest = extended.partition(b"'")
+        _, _, encoded = rest.partition(b"'")
+        try:
+            return unquote_to_bytes(encoded).decode(charset.decode("ascii", "replace") or "utf-8")
+        except (LookupError, UnicodeDecodeError):
+            pass
+    plain = options.get(b"filename")
+    if plain is None:
+        return None
+    try:
+        return plain.decode("utf-8")
+    except UnicodeDecodeError:
+        return plain.decode("latin-1")
 
 
 def _int_arg(handler: BaseHandler, name: str, default: int, low: int, high: int) -> int:
@@ -171,13 +191,13 @@ class MediaUploadHandler(BaseHandler):
 
     def _on_header_end(self) -> None:
         name = self._header_field.decode("latin-1").strip().lower()
-        self._current["headers"][name] = self._header_value.decode("utf-8", "replace").strip()
+        self._current["headers"][name] = self._header_value.strip()
         self._header_field, self._header_value = b"", b""
 
     def _on_headers_finished(self) -> None:
-        _, options = parse_options_header(self._current["headers"].get("content-disposition", ""))
+        _, options = parse_options_header(self._current["headers"].get("content-disposition", b""))
         field = options.get(b"name", b"").decode("utf-8", "replace")
-        filename = options.get(b"filename")
+        filename = _form_filename(options)
         self._current["is_file"] = filename is not None
         if filename is not None:
             if field != "file":
@@ -186,7 +206,7 @@ class MediaUploadHandler(BaseHandler):
                 raise ApiError(400, "too_many_files", "send one file per request")
             self._file_seen = True
             self._pending.append(b"")  # marks the start of the file
-            self._filename = safe_filename(filename.decode("utf-8", "replace"))
+            self._filename = safe_filename(filename)
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current.get("is_file"):
@@ -199,6 +219,7 @@ class MediaUploadHandler(BaseHandler):
     # -- body --------------------------------------------------------------------------
 
     async def data_received(self, chunk: bytes) -> None:
+        self.touch()
         if self._failure is not None or self._parser is None:
             return
         try:

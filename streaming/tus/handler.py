@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 import tornado.web
+from pymongo.errors import PyMongoError
 
-from gateway.base import ApiError, BaseHandler
+from gateway.base import REJECT_DRAIN_LIMIT, ApiError, BaseHandler
 from gateway.downloads import stream_object
 from metadata.uploads import COMPLETE, UploadRecord
 from streaming.errors import (
@@ -69,6 +70,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
 
 def tus_error(exc: Exception) -> ApiError:
     """The HTTP answer for an upload error."""
+    if isinstance(exc, PyMongoError):
+        return ApiError(503, "metadata_unavailable", "the metadata store is unavailable; retry later", {"Retry-After": "5"})
     for kind, status, code in _ERRORS:
         if isinstance(exc, kind):
             headers = {"Retry-After": "5"} if status == 503 else {"Retry-After": "1"} if status == 423 else {}
@@ -88,8 +91,6 @@ class TusHandler(BaseHandler):
     _rejection: Exception | None = None
     _answered = False
     _discarded = 0
-    _watchdog: asyncio.TimerHandle | None = None
-    _last_activity = 0.0
     _hasher: Hasher | None = None
     _expected_digest = b""
 
@@ -101,31 +102,37 @@ class TusHandler(BaseHandler):
     # -- request set-up ---------------------------------------------------------------
 
     async def admit(self) -> None:
+        method = self.request.method
         override = self.request.headers.get("X-HTTP-Method-Override")
-        if override and self.request.method == "POST":
-            if override.upper() not in ("PATCH", "DELETE", "HEAD"):
+        if override and method == "POST":
+            method = override.upper()
+            if method not in ("PATCH", "DELETE", "HEAD"):
                 raise ApiError(400, "invalid_method_override", "X-HTTP-Method-Override must be PATCH, DELETE or HEAD")
-            self.request.method = override.upper()
+            if method == "HEAD":
+                # answered as a HEAD, framed as the POST it is (Tornado drops bodies of HEAD requests)
+                self.post = self.head  # type: ignore[method-assign]
+            else:
+                self.request.method = method
         connection = self.request.connection
         connection.set_max_body_size(self.services.settings.max_json_body)  # type: ignore[attr-defined]
-        if self.request.method == "OPTIONS":
+        if method == "OPTIONS":
             return
-        if self.request.method not in ("GET",) and self.request.headers.get("Tus-Resumable") not in TUS_VERSIONS:
+        if method != "GET" and self.request.headers.get("Tus-Resumable") not in TUS_VERSIONS:
             raise ApiError(412, "unsupported_version", "Tus-Resumable must name a supported version",
                            {"Tus-Version": ",".join(TUS_VERSIONS)})
         principal = self.require_user()
-        if self.request.method not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD"):
             # HEAD stays free: tus clients take any refused HEAD as a lost upload and start over
             self.check_rate_limit("tus", principal.user_id if principal else self.client_ip())
         upload_id = self.path_args[0] if self.path_args else None
         if upload_id is not None and not _UPLOAD_ID.match(upload_id):
             raise ApiError(404, "upload_not_found", "no such upload")
         try:
-            if self.request.method == "PATCH":
+            if method == "PATCH":
                 if upload_id is None:
                     raise ApiError(405, "method_not_allowed", "PATCH needs an upload URL")
                 await self._open_patch(upload_id)
-            elif self.request.method == "POST":
+            elif method == "POST":
                 if upload_id is not None:
                     raise ApiError(405, "method_not_allowed", "POST goes to the collection URL")
                 await self._open_creation()
@@ -171,6 +178,8 @@ class TusHandler(BaseHandler):
         if record.status == COMPLETE and offset == record.length and not body_length:
             self._answer_patch(record)
             return
+        if offset != record.offset:
+            raise OffsetMismatch(record.offset, offset)
         if length is not None and (length < record.offset or (record.length is not None and length != record.length)):
             raise InvalidLength("Upload-Length cannot be changed once set nor be below the offset")
         target = record.length if record.length is not None else length
@@ -234,14 +243,13 @@ class TusHandler(BaseHandler):
         self._writer = await self.services.uploads.open_writer(upload_id, offset, length=length, eager=eager)
         writer = self._writer
         remaining = (writer.record.length if writer.record.length is not None else self.services.settings.tus_max_size) - offset
-        self.request.connection.set_max_body_size(max(remaining, 0))  # type: ignore[attr-defined]
-        self._last_activity = asyncio.get_running_loop().time()
-        self._arm_watchdog()
+        # a chunked body may run past the upload: read a little more, so the writer answers 413 JSON
+        self.request.connection.set_max_body_size(max(remaining, 0) + REJECT_DRAIN_LIMIT)  # type: ignore[attr-defined]
 
     # -- body -------------------------------------------------------------------------
 
     async def data_received(self, chunk: bytes) -> None:
-        self._last_activity = asyncio.get_running_loop().time()
+        self.touch()
         if self._writer is None or self._rejection is not None:
             self._discarded += len(chunk)
             return
@@ -249,24 +257,8 @@ class TusHandler(BaseHandler):
             await self._writer.write(chunk)
             if self._hasher is not None:
                 self._hasher.update(chunk)
-        except (UploadError, UploadLocked) as exc:
+        except (UploadError, UploadLocked, PyMongoError) as exc:
             self._rejection = exc
-
-    def _arm_watchdog(self) -> None:
-        timeout = self.services.settings.idle_body_timeout
-        loop = asyncio.get_running_loop()
-
-        def check() -> None:
-            idle = loop.time() - self._last_activity
-            if self._writer is None or self._answered:
-                return
-            if idle >= timeout:
-                log.info("closing stalled upload body", extra={"idle_seconds": round(idle, 1)})
-                self.request.connection.stream.close()  # type: ignore[attr-defined]
-                return
-            self._watchdog = loop.call_later(timeout - idle + 0.05, check)
-
-        self._watchdog = loop.call_later(timeout, check)
 
     def on_connection_close(self) -> None:
         """The client went away mid-body: keep what arrived, give the lease back."""
@@ -277,10 +269,6 @@ class TusHandler(BaseHandler):
             task = asyncio.ensure_future(ending)
             _background.add(task)
             task.add_done_callback(_finished_in_background)
-
-    def on_finish(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
 
     async def _finish_writer(self) -> UploadRecord:
         writer = self._writer
@@ -294,7 +282,7 @@ class TusHandler(BaseHandler):
             raise ApiError(460, "checksum_mismatch", "the body does not match Upload-Checksum")
         try:
             return await writer.finish()
-        except UploadError as exc:
+        except (UploadError, PyMongoError) as exc:
             await self._discard_if_refused(exc, writer)
             raise tus_error(exc) from None
 
