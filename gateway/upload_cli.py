@@ -14,9 +14,6 @@ import time
 from pathlib import Path
 
 import requests
-from tusclient import client as tus_client
-from tusclient.exceptions import TusCommunicationError
-from tusclient.storage.filestorage import FileStorage
 
 MiB = 1024 * 1024
 
@@ -57,8 +54,10 @@ def _progress(name: str, done: int, total: int, started: float, quiet: bool) -> 
     sys.stderr.flush()
 
 
-def upload_one(path: Path, args: argparse.Namespace, token: str, storage: FileStorage) -> str:
+def upload_one(path: Path, args: argparse.Namespace, token: str, storage) -> str:
     """Upload (or resume) one file; return its media URL."""
+    from tusclient import client as tus_client
+
     headers = {"Authorization": f"Bearer {token}"}
     client = tus_client.TusClient(f"{args.server}/files/", headers=headers)
     uploader = client.uploader(str(path), chunk_size=args.chunk_size * MiB, metadata={"filename": path.name},
@@ -85,6 +84,10 @@ def upload_one(path: Path, args: argparse.Namespace, token: str, storage: FileSt
 
 
 def run(args: argparse.Namespace) -> int:
+    # tuspy is imported here, not at start-up: `mediaserver serve` never loads it
+    from tusclient.exceptions import TusCommunicationError
+    from tusclient.storage.filestorage import FileStorage
+
     token = _token(args)
     paths = [Path(name) for name in args.files]
     missing = [str(p) for p in paths if not p.is_file()]

@@ -12,12 +12,20 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-try:  # HEIC/HEIF/AVIF when the wheel is available
-    from pillow_heif import register_heif_opener
+_heif_registered = False
 
-    register_heif_opener()
-except ImportError:  # pragma: no cover - optional
-    pass
+
+def _register_heif() -> None:
+    """HEIC/HEIF/AVIF decoding when the wheel is available (loaded where images are decoded only)."""
+    global _heif_registered
+    if not _heif_registered:
+        _heif_registered = True
+        try:
+            from pillow_heif import register_heif_opener
+
+            register_heif_opener()
+        except ImportError:  # pragma: no cover - optional
+            pass
 
 
 class ImageRejected(Exception):
@@ -40,6 +48,7 @@ def make_thumbnail(data: bytes, max_width: int, max_height: int, max_pixels: int
     Raises ImageRejected for images above `max_pixels` (checked before decoding
     pixel data), corrupt or unsupported images.
     """
+    _register_heif()
     Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
