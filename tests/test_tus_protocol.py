@@ -303,6 +303,17 @@ def test_checksum_header_errors(gateway, token):
     assert head(url, token).headers["Upload-Offset"] == "0"
 
 
+def test_checksum_trailer_is_refused_before_the_body(gateway, token):
+    """A checksum announced as a trailer cannot be verified here: 400 up front, nothing committed."""
+    data = random_bytes(1000, seed=35)
+    url = create_upload(gateway, token, len(data))
+    response = patch(url, token, 0, data, Trailer="Upload-Checksum")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "checksum_trailer_unsupported"
+    assert head(url, token).headers["Upload-Offset"] == "0"
+    assert patch(url, token, 0, data, Trailer="Server-Timing").status_code == 204, "other trailers are harmless"
+
+
 # -- concatenation ----------------------------------------------------------------------
 
 

@@ -105,7 +105,7 @@ class S3Store:
             region_name=region,
             endpoint_url=endpoint_url or None,
             config=Config(
-                retries={"max_attempts": max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 max_pool_connections=max_connections,
                 connect_timeout=10,
                 read_timeout=120,

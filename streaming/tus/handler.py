@@ -142,6 +142,16 @@ class TusHandler(BaseHandler):
             raise tus_error(exc) from None
 
     def _checksum(self) -> tuple[str, bytes] | None:
+        """The body's expected checksum from the `Upload-Checksum` header, or None.
+
+        A checksum announced as a trailer (`Trailer: Upload-Checksum`) is refused with 400
+        before any byte is read: the HTTP server cannot read trailers, and bytes it could
+        not verify must not be committed as if they were checked.
+        """
+        trailers = {name.strip().lower() for name in self.request.headers.get("Trailer", "").split(",")}
+        if "upload-checksum" in trailers:
+            raise ApiError(400, "checksum_trailer_unsupported",
+                           "Upload-Checksum in a trailer is not supported; send it as a request header")
         try:
             return parse_checksum(self.request.headers.get("Upload-Checksum"))
         except HeaderError as exc:

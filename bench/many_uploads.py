@@ -1,0 +1,213 @@
+"""Many uploads at once through one gateway process: correctness and peak memory.
+
+Prints, for one invocation and each store in --stores (S3 on a moto server, the local store):
+  * how many of UPLOADS concurrent tus uploads of SIZE each (one streamed PATCH per upload,
+    as tus-js-client sends by default; each upload by its own user) answered 204 and came
+    back byte-identical (sha256 of a GET /files/<id> download against the bytes sent);
+  * the aggregate MB/s of the uploads and the gateway's peak RSS (VmHWM), next to its
+    UPLOAD_MEMORY_BUDGET and its RSS when idle.
+
+The bytes of each upload are 1 MiB slices of a shared random pool in an order drawn from the
+upload's own seed, so the client needs no memory per upload and no two uploads are alike.
+
+Usage: python bench/many_uploads.py [--uploads 32] [--size 128MiB] [--stores s3,local]
+                                  [--part-size 8MiB] [--memory-budget 192MiB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import random
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from auth.tokens import Principal, TokenIssuer  # noqa: E402
+from bench.upload import peak_rss_mib, start_moto, start_mongo  # noqa: E402
+from gateway.config import _size  # noqa: E402
+from tests.support import GatewayProcess, free_port  # noqa: E402
+
+MiB = 1024 * 1024
+SLICE = MiB
+POOL_SLICES = 64
+JWT_SECRET = secrets.token_urlsafe(48)
+
+
+class Payloads:
+    """Deterministic upload bodies made of 1 MiB slices of one random pool."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pool = memoryview(os.urandom(POOL_SLICES * SLICE))
+
+    def chunks(self, seed: int) -> Iterator[memoryview]:
+        """The body of upload `seed`, in slices of at most 1 MiB (views into the pool, no copies)."""
+        rng = random.Random(seed)
+        left = self.size
+        while left:
+            n = min(SLICE, left)
+            start = rng.randrange(POOL_SLICES) * SLICE + rng.randrange(0, SLICE - n + 1)
+            yield self.pool[start:start + n]
+            left -= n
+
+    def sha256(self, seed: int) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.chunks(seed):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+@dataclass
+class Result:
+    seed: int
+    status: int | None = None
+    error: str = ""
+    location: str = ""
+    identical: bool = False
+
+
+def bearer(user: str) -> str:
+    return TokenIssuer(JWT_SECRET, 3600).issue(Principal(user, user))[0]
+
+
+def upload_one(gateway_url: str, payloads: Payloads, result: Result, start: threading.Barrier) -> None:
+    """Create an upload and send it in one PATCH; record the status and the upload's path."""
+    parts = urlsplit(gateway_url)
+    token = bearer(f"concurrent-{result.seed}")
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=900)
+    try:
+        conn.request("POST", "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(payloads.size),
+                                                 "Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 201:
+            result.status, result.error = response.status, "creation failed"
+            return
+        result.location = urlsplit(response.headers["Location"]).path
+        start.wait()
+        conn.request("PATCH", result.location, body=payloads.chunks(result.seed), headers={
+            "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": str(payloads.size),
+            "Content-Type": "application/offset+octet-stream", "Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        body = response.read()
+        result.status = response.status
+        if response.status != 204:
+            result.error = body[:200].decode(errors="replace")
+    except (OSError, http.client.HTTPException, threading.BrokenBarrierError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+
+
+def downloaded_sha256(gateway_url: str, result: Result) -> str:
+    parts = urlsplit(gateway_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=900)
+    try:
+        conn.request("GET", result.location,
+                     headers={"Authorization": f"Bearer {bearer(f'concurrent-{result.seed}')}"})
+        response = conn.getresponse()
+        digest = hashlib.sha256()
+        while chunk := response.read(MiB):
+            digest.update(chunk)
+        return digest.hexdigest() if response.status == 200 else f"status {response.status}"
+    finally:
+        conn.close()
+
+
+def idle_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_store(label: str, gateway: GatewayProcess, payloads: Payloads, uploads: int) -> bool:
+    """Run `uploads` concurrent uploads through `gateway`; print the figures; True when all are identical."""
+    idle = idle_rss_mib(gateway.process.pid)
+    results = [Result(seed=seed) for seed in range(uploads)]
+    start = threading.Barrier(uploads + 1)
+    threads = [threading.Thread(target=upload_one, args=(gateway.url, payloads, r, start), daemon=True)
+               for r in results]
+    for thread in threads:
+        thread.start()
+    try:
+        start.wait(timeout=120)
+    except threading.BrokenBarrierError:
+        pass
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    peak = peak_rss_mib(gateway.process.pid)
+    for result in results:
+        if result.status == 204:
+            result.identical = downloaded_sha256(gateway.url, result) == payloads.sha256(result.seed)
+    ok = sum(r.status == 204 for r in results)
+    identical = sum(r.identical for r in results)
+    total_mb = uploads * payloads.size / 1e6
+    print(f"{label}: {uploads} concurrent uploads of {payloads.size / MiB:.0f} MiB")
+    print(f"  answered 204        : {ok}/{uploads}")
+    print(f"  byte-identical      : {identical}/{uploads}")
+    print(f"  aggregate throughput: {total_mb / seconds:8.1f} MB/s ({seconds:.1f} s for {total_mb:.0f} MB)")
+    print(f"  gateway RSS idle    : {idle:.0f} MiB")
+    print(f"  gateway peak RSS    : {peak:.0f} MiB")
+    for result in results:
+        if result.status != 204 or not result.identical:
+            print(f"  upload {result.seed}: status {result.status} {result.error}")
+    return identical == uploads
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--uploads", type=int, default=32)
+    parser.add_argument("--size", default="128MiB")
+    parser.add_argument("--stores", default="s3,local")
+    parser.add_argument("--part-size", default="8MiB")
+    parser.add_argument("--memory-budget", default="192MiB", help="the gateway's UPLOAD_MEMORY_BUDGET")
+    args = parser.parse_args()
+    payloads = Payloads(_size(args.size))
+    print(f"part size {args.part_size}, UPLOAD_MEMORY_BUDGET {args.memory_budget}")
+    all_identical = True
+    with tempfile.TemporaryDirectory(prefix="bench-concurrent-") as tmp:
+        folder = Path(tmp)
+        moto, endpoint = start_moto()
+        mongo, mongo_uri = start_mongo(folder)
+        try:
+            for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
+                data_dir = folder / store
+                data_dir.mkdir()
+                env = {"HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(data_dir),
+                       "MONGODB_URI": mongo_uri, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
+                       "PART_SIZE": args.part_size, "UPLOAD_MEMORY_BUDGET": args.memory_budget,
+                       "STORAGE_BACKEND": store, "S3_BUCKET": "concurrent", "S3_ENDPOINT_URL": endpoint,
+                       "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "eu-west-2"}
+                gateway = GatewayProcess(env, data_dir)
+                gateway.start()
+                try:
+                    label = "S3 (moto)" if store == "s3" else "local store"
+                    all_identical &= run_store(label, gateway, payloads, args.uploads)
+                finally:
+                    gateway.stop()
+        finally:
+            for process in (moto, mongo):
+                process.terminate()
+                process.wait()
+    return 0 if all_identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
