@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,57 @@ def test_rate_limited_head_does_not_restart_the_upload(slow_limited_gateway, tmp
         pytest.xfail("the gateway answers a rate-limited HEAD with 429; tus-js-client (and Uppy) then drop "
                      f"the upload and POST a new one: {methods} ({result.get('error')})")
     assert all(m != "POST" for m, _ in methods), methods
+
+
+def test_creation_with_upload_sends_the_file_on_the_post(gateway, account, tmp_path):
+    path, digest = write_file(tmp_path, "with-post.bin", 3 * MiB + 17, seed=106)
+    result = run_node("tus_client.mjs", GATEWAY_URL=gateway.url, TOKEN=account.token, FILE=path,
+                      MODE="creation-with-upload")
+    assert [(r["method"], r["status"]) for r in result["requests"]] == [("POST", 201)], result["requests"]
+    assert int(result["requests"][0]["serverOffset"]) == path.stat().st_size
+    assert downloaded_sha256(result["url"], account.token) == digest
+
+
+def test_abort_with_termination_deletes_the_upload(gateway, account, tmp_path):
+    path, _ = write_file(tmp_path, "terminated.bin", 9 * MiB, seed=107)
+    result = run_node("tus_client.mjs", GATEWAY_URL=gateway.url, TOKEN=account.token, FILE=path,
+                      MODE="terminate", PAUSE_AT=6 * MiB)
+    methods = [(r["method"], r.get("status")) for r in result["requests"]]
+    assert ("DELETE", 204) in methods, methods
+    gone = requests.head(result["url"], headers={"Tus-Resumable": "1.0.0",
+                                                 "Authorization": f"Bearer {account.token}"}, timeout=10)
+    assert gone.status_code in (404, 410)
+    seen = tus_requests(access_log(gateway, account.user_id), upload_id(result["url"]))
+    assert ("DELETE", f"/files/{upload_id(result['url'])}", 204) in seen
+
+
+@pytest.fixture(scope="module")
+def expiring_gateway(start_gateway) -> GatewayProcess:
+    """Unfinished uploads expire 2 s after their last write; the reaper looks every half second."""
+    return start_gateway("local", PART_SIZE="5MiB", UPLOAD_EXPIRATION="2", REAPER_INTERVAL="0.5")
+
+
+def test_expired_upload_is_started_again_by_the_client(expiring_gateway, tmp_path):
+    """tus-js-client resuming an expired upload URL gets a 4xx on HEAD and creates a new upload."""
+    account = Account(expiring_gateway)
+    path, digest = write_file(tmp_path, "expired.bin", 2 * MiB + 5, seed=108)
+    data = path.read_bytes()
+    headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {account.token}"}
+    created = requests.post(expiring_gateway.files_url, timeout=10,
+                            headers={**headers, "Upload-Length": str(len(data))})
+    assert created.status_code == 201
+    old_url = requests.compat.urljoin(expiring_gateway.files_url, created.headers["Location"])
+    first = requests.patch(old_url, data=data[:MiB], timeout=30, headers={
+        **headers, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert first.status_code == 204 and first.headers.get("Upload-Expires")
+    deadline = time.monotonic() + 30
+    while requests.head(old_url, headers=headers, timeout=10).status_code == 200:
+        assert time.monotonic() < deadline, "the upload never expired"
+        time.sleep(0.2)
+    result = run_node("tus_client.mjs", GATEWAY_URL=expiring_gateway.url, TOKEN=account.token, FILE=path,
+                      MODE="plain", UPLOAD_URL=old_url)
+    steps = [(r["method"], r.get("status")) for r in result["requests"]]
+    assert steps[0][0] == "HEAD" and steps[0][1] in (404, 410), steps
+    assert [m for m, _ in steps[1:]] == ["POST", "PATCH"], steps
+    assert result["url"] != old_url
+    assert downloaded_sha256(result["url"], account.token) == digest

@@ -45,3 +45,38 @@ def test_tuspy_resumes_from_stored_url(gateway, token, tmp_path):
     assert second.offset == 3 * MiB
     second.upload()
     assert sha256(download(first.url, token)) == sha256(data)
+
+
+def test_tuspy_sends_checksums_the_gateway_verifies(gateway, token, tmp_path):
+    """tuspy's upload_checksum=True puts `Upload-Checksum: sha1 ...` on every PATCH."""
+    data = random_bytes(7 * MiB + 3, seed=7)
+    path = tmp_path / "checked.bin"
+    path.write_bytes(data)
+    client = tus_client.TusClient(gateway.files_url, headers={"Authorization": f"Bearer {token}"})
+    uploader = client.uploader(str(path), chunk_size=3 * MiB, upload_checksum=True)
+    assert uploader.checksum_algorithm_name == "sha1"
+    uploader.upload()
+    assert sha256(download(uploader.url, token)) == sha256(data)
+
+
+def test_tuspy_chunk_with_a_wrong_checksum_is_refused(gateway, token, tmp_path):
+    """The same client with a corrupted digest: 460, and the offset stays where it was."""
+    import hashlib
+
+    from tusclient.exceptions import TusCommunicationError
+    from tusclient.uploader import Uploader
+
+    class CorruptingUploader(Uploader):
+        @property
+        def checksum_algorithm(self):
+            return lambda chunk: hashlib.sha1(bytes(chunk) + b"!")
+
+    data = random_bytes(2 * MiB, seed=8)
+    path = tmp_path / "corrupt.bin"
+    path.write_bytes(data)
+    client = tus_client.TusClient(gateway.files_url, headers={"Authorization": f"Bearer {token}"})
+    uploader = CorruptingUploader(file_path=str(path), client=client, chunk_size=MiB, upload_checksum=True)
+    with pytest.raises(TusCommunicationError) as refused:
+        uploader.upload_chunk()
+    assert refused.value.status_code == 460
+    assert head(uploader.url, token).headers["Upload-Offset"] == "0"

@@ -8,6 +8,8 @@
 //   deferred  uploadLengthDeferred: true, from a pipe, in CHUNK_SIZE pieces (required)
 //   retry     CHUNK_SIZE pieces against a rate-limited gateway: 429 answers are retried
 //   parallel  parallelUploads: PARALLEL (concatenation extension)
+//   creation-with-upload  uploadDataDuringCreation: true (the first bytes ride on the POST)
+//   terminate abort(true) once PAUSE_AT bytes reached the server: tus-js-client sends DELETE
 //   probe     continue UPLOAD_URL once, no retries; report what the client did even on failure
 // Any mode: UPLOAD_URL continues that upload instead of creating one.
 // Prints `RESULT {...}` with the upload URL and every request made; exits 1 on failure.
@@ -165,6 +167,23 @@ async function resume() {
   return { url: second.url, firstUrl: first.url, size, pausedAfter: pauseAt, resumedFrom, leftInStorage, firstRequests: firstLog, requests: log };
 }
 
+async function terminate() {
+  const pauseAt = Number(env('PAUSE_AT'));
+  const log = [];
+  let upload;
+  await new Promise((resolve, reject) => {
+    const stack = new GateStack(new tus.DefaultHttpStack(), pauseAt, () => {
+      setTimeout(() => upload.abort(true).then(resolve, reject), 300);
+    });
+    upload = new tus.Upload(createReadStream(file), baseOptions(log, { httpStack: stack }));
+    upload.options.onError = reject;
+    upload.options.onSuccess = () => reject(new Error('the upload finished before it could be terminated'));
+    upload.start();
+  });
+  // abort(true) resolves once the DELETE answered; its answer is in the log
+  return { url: upload.url, size, pausedAfter: pauseAt, requests: log };
+}
+
 async function retry() {
   // tus-js-client gives up on any 4xx but 409 and 423, and ignores Retry-After: this client
   // retries 429 answers and waits as long as Retry-After says before its next request
@@ -222,6 +241,12 @@ async function main() {
       break;
     case 'probe':
       result = await probe();
+      break;
+    case 'creation-with-upload':
+      result = await plain({ uploadDataDuringCreation: true });
+      break;
+    case 'terminate':
+      result = await terminate();
       break;
     case 'parallel':
       result = await plain({ parallelUploads: Number(env('PARALLEL', '3')) });
