@@ -3,11 +3,13 @@
 Prints, in one run:
   * for a 24 MP JPEG: median milliseconds and peak RSS of the gateway's make_thumbnail
     (Pillow, shrink-on-load) and of pyvips' thumbnail, each in a fresh process;
+  * the same thumbnails run two at a time in the gateway's process pool and in a thread
+    pool (PROCESSING_EXECUTOR): wall time, how late the event loop ran meanwhile, peak RSS;
   * for a ~30 MB faststart MP4 uploaded to a gateway (local store, then S3 in moto): how
     many bytes the gateway read from its store while ffprobe + ffmpeg probed it and took
     one frame through its signed URL, as a share of the file.
 
-Usage: python bench/thumbnails.py [--runs 7] [--video-mb 30]
+Usage: python bench/thumbnails.py [--runs 7] [--video-mb 30] [--executor-jobs 12]
 Needs: pip install pyvips pyvips-binary (setup.py extra "bench"), ffmpeg.
 """
 
@@ -48,6 +50,55 @@ else:
 print(json.dumps({"median_ms": statistics.median(times) * 1000, "min_ms": min(times) * 1000,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "size": size}))
 """
+
+# The gateway's two executor kinds (PROCESSING_EXECUTOR) side by side: JOBS thumbnails of
+# one JPEG, two at a time, while an asyncio ticker measures how late the event loop runs.
+EXECUTOR_WORKER = r"""
+import asyncio, json, resource, sys, time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+sys.path.insert(0, sys.argv[1])
+from processing.images import make_thumbnail
+from processing.jobs import _worker_init
+kind, path, jobs = sys.argv[2], sys.argv[3], int(sys.argv[4])
+data = open(path, "rb").read()
+
+async def main():
+    if kind == "thread":
+        pool = ThreadPoolExecutor(2)
+    else:
+        pool = ProcessPoolExecutor(2, initializer=_worker_init, initargs=(1 << 30,), max_tasks_per_child=100)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*[loop.run_in_executor(pool, make_thumbnail, data, 320, 320, 100_000_000) for _ in range(2)])
+    lags, done = [], False
+    async def ticker():
+        while not done:
+            asked = loop.time()
+            await asyncio.sleep(0.005)
+            lags.append(loop.time() - asked - 0.005)
+    tick = asyncio.ensure_future(ticker())
+    started = time.perf_counter()
+    await asyncio.gather(*[loop.run_in_executor(pool, make_thumbnail, data, 320, 320, 100_000_000) for _ in range(jobs)])
+    seconds = time.perf_counter() - started
+    done = True
+    await tick
+    pool.shutdown()
+    lags.sort()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "lag_p99_ms": lags[int(len(lags) * 0.99)] * 1000,
+                      "lag_max_ms": lags[-1] * 1000, "rss_mib": own, "child_rss_mib": children}))
+
+asyncio.run(main())
+"""
+
+
+def compare_executors(path: Path, jobs: int) -> dict[str, dict]:
+    results = {}
+    for kind in ("process", "thread"):
+        output = subprocess.run([sys.executable, "-c", EXECUTOR_WORKER, str(ROOT), kind, str(path), str(jobs)],
+                                check=True, capture_output=True, text=True).stdout
+        results[kind] = json.loads(output)
+    return results
 
 
 def make_jpeg(path: Path) -> None:
@@ -128,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--video-mb", type=int, default=30)
+    parser.add_argument("--executor-jobs", type=int, default=12)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-thumbs-") as tmp:
         folder = Path(tmp)
@@ -139,6 +191,13 @@ def main() -> None:
             print(f"  {method:7}: median {result['median_ms']:6.1f} ms (min {result['min_ms']:6.1f}), "
                   f"peak RSS {result['peak_rss_mib']:5.0f} MiB, thumbnail {result['size'][0]}x{result['size'][1]}")
         print(f"  time ratio pillow/pyvips: {results['pillow']['median_ms'] / results['pyvips']['median_ms']:.2f}")
+        executors = compare_executors(jpeg, args.executor_jobs)
+        print(f"{args.executor_jobs} thumbnails of that JPEG, two at a time, event loop ticking every 5 ms")
+        for kind, result in executors.items():
+            print(f"  {kind:7} pool: {result['seconds']:5.2f} s, event-loop lag p99 {result['lag_p99_ms']:6.1f} ms "
+                  f"(max {result['lag_max_ms']:6.1f}), peak RSS {result['rss_mib']:4.0f} MiB"
+                  + (f" + largest worker {result['child_rss_mib']:4.0f} MiB" if kind == "process" else ""))
+        print(f"  time ratio process/thread: {executors['process']['seconds'] / executors['thread']['seconds']:.2f}")
         for store in ("local", "s3"):
             size, read, item = video_bytes_read(folder, args.video_mb, store)
             print(f"faststart MP4 of {size / 1e6:.1f} MB, {store} store: processing ({item['status']}, "
