@@ -10,9 +10,20 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 MIN_LENGTH = 8
 MAX_LENGTH = 128  # bounds hashing work per request
 
-_hasher = PasswordHash((Argon2Hasher(),))
-# Verified when a login names no known user, so both paths cost the same.
-_DUMMY_HASH = _hasher.hash("not-a-real-password-0")
+# OWASP's Argon2id baseline (19 MiB, 2 iterations, 1 lane): each hash in flight costs this
+# much memory, so it is kept well inside a 512 MB task; stored hashes carry their own parameters
+DEFAULT_MEMORY_KIB = 19 * 1024
+DEFAULT_TIME_COST = 2
+
+_hasher = PasswordHash((Argon2Hasher(time_cost=DEFAULT_TIME_COST, memory_cost=DEFAULT_MEMORY_KIB, parallelism=1),))
+_dummy_hash: str | None = None
+
+
+def configure(memory_kib: int = DEFAULT_MEMORY_KIB, time_cost: int = DEFAULT_TIME_COST) -> None:
+    """Hash new passwords with these Argon2id costs (existing hashes verify with their own)."""
+    global _hasher, _dummy_hash
+    _hasher = PasswordHash((Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1),))
+    _dummy_hash = None
 
 
 def hash_password(password: str) -> str:
@@ -22,10 +33,14 @@ def hash_password(password: str) -> str:
 
 def verify_password(password: str, hashed: str | None) -> bool:
     """Whether `password` matches `hashed`; with no hash, spends the same time and says no."""
+    global _dummy_hash
     if len(password) > MAX_LENGTH:
         return False
     if hashed is None:
-        _hasher.verify(password, _DUMMY_HASH)
+        # verified when a login names no known user, so both paths cost the same
+        if _dummy_hash is None:
+            _dummy_hash = _hasher.hash("not-a-real-password-0")
+        _hasher.verify(password, _dummy_hash)
         return False
     try:
         return _hasher.verify(password, hashed)

@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 
 from bench.fault_proxy import FAULTS, FaultProxy, RandomFaults, no_faults  # noqa: E402
 from gateway.config import _size  # noqa: E402
-from tests.support import GatewayProcess, free_port, wait_for_port  # noqa: E402
+from tests.support import GatewayProcess, free_port, stop_process, wait_for_port  # noqa: E402
 
 MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -150,12 +150,7 @@ class MongoServer:
         if self.process is not None and self.process.poll() is None:
             if self.frozen:
                 self.thaw()
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
 
 
 class Stack:

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
-from bench.upload import peak_rss_mib, start_moto, start_mongo  # noqa: E402
+from bench.upload import memory_mib, peak_rss_mib, start_moto, start_mongo  # noqa: E402
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port  # noqa: E402
 
@@ -127,17 +127,9 @@ def downloaded_sha256(gateway_url: str, result: Result) -> str:
         conn.close()
 
 
-def idle_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def run_store(label: str, gateway: GatewayProcess, payloads: Payloads, uploads: int) -> bool:
     """Run `uploads` concurrent uploads through `gateway`; print the figures; True when all are identical."""
-    idle = idle_rss_mib(gateway.process.pid)
+    idle = memory_mib(gateway.process.pid, "VmRSS")
     results = [Result(seed=seed) for seed in range(uploads)]
     start = threading.Barrier(uploads + 1)
     threads = [threading.Thread(target=upload_one, args=(gateway.url, payloads, r, start), daemon=True)

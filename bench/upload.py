@@ -46,12 +46,17 @@ def make_file(path: Path, size: int) -> None:
             written += n
 
 
-def peak_rss_mib(pid: int) -> float:
+def memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory line of /proc/PID/status in MiB: VmHWM (peak RSS, the default) or VmRSS."""
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mib(pid: int) -> float:
+    return memory_mib(pid, "VmHWM")
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:

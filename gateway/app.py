@@ -100,4 +100,5 @@ def make_server(app: tornado.web.Application, settings) -> tornado.httpserver.HT
         idle_connection_timeout=settings.idle_connection_timeout,
         body_timeout=None,
         decompress_request=False,
+        chunk_size=settings.request_chunk_size,
     )

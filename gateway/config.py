@@ -65,6 +65,7 @@ class Settings:
     idle_body_timeout: float = option("IDLE_BODY_TIMEOUT", 60.0, "Seconds a request body may stall before the connection is closed (slow-loris guard).", float)
     idle_connection_timeout: float = option("IDLE_CONNECTION_TIMEOUT", 120.0, "Seconds an idle keep-alive connection is kept open.", float)
     cors_origins: tuple = option("CORS_ORIGINS", ("*",), "Comma-separated origins allowed to call the API from browsers ('*' for any).", _list)
+    request_chunk_size: int = option("REQUEST_CHUNK_SIZE", 256 * 1024, "Most bytes of a request body read from the socket per step (larger: less work per byte, more memory per connection).", _size)
     max_json_body: int = option("MAX_JSON_BODY", 64 * 1024, "Largest accepted non-upload request body (JSON) in bytes.", _size)
 
     # --- storage
@@ -86,6 +87,8 @@ class Settings:
     jwt_secret: str = option("JWT_SECRET", "", "HS256 secret for access tokens; empty: generated once and kept in DATA_DIR.")
     jwt_secret_ssm_parameter: str = option("JWT_SECRET_SSM_PARAMETER", "", "SSM Parameter Store name holding JWT_SECRET (read at start when set).")
     jwt_ttl: int = option("JWT_TTL", 24 * 3600, "Lifetime of an access token in seconds.", int)
+    password_hash_memory: int = option("PASSWORD_HASH_MEMORY", 19 * MiB, "Argon2id memory per password hash (each login or register in flight holds this much).", _size)
+    password_hash_time_cost: int = option("PASSWORD_HASH_TIME_COST", 2, "Argon2id iterations per password hash.", int)
     auth_required: bool = option("AUTH_REQUIRED", True, "Require a bearer token on upload and media routes.", _bool)
 
     # --- protection
@@ -175,6 +178,10 @@ class Settings:
             raise ValueError("PARTS_IN_FLIGHT_PER_UPLOAD must be at least 1")
         if self.upload_memory_budget < 2 * self.part_size:
             raise ValueError("UPLOAD_MEMORY_BUDGET must hold at least two parts")
+        if not 64 * 1024 <= self.password_hash_memory <= 1024 * MiB or not 1 <= self.password_hash_time_cost <= 20:
+            raise ValueError("PASSWORD_HASH_MEMORY must be 64KiB..1GiB and PASSWORD_HASH_TIME_COST 1..20")
+        if not 4096 <= self.request_chunk_size <= 16 * MiB:
+            raise ValueError("REQUEST_CHUNK_SIZE must be between 4KiB and 16MiB")
         if self.processing_executor not in ("process", "thread"):
             raise ValueError("PROCESSING_EXECUTOR must be 'process' or 'thread'")
         width, _, height = self.thumbnail_size.lower().partition("x")

@@ -13,6 +13,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from auth.passwords import configure as password_hashing
 from auth.tokens import TokenIssuer
 from gateway.config import Settings
 from gateway.secrets import local_secret, read_ssm_parameter
@@ -83,6 +84,7 @@ class Services:
         if not jwt_secret:
             jwt_secret = local_secret(data_dir, "jwt-secret")
 
+        password_hashing(memory_kib=settings.password_hash_memory // 1024, time_cost=settings.password_hash_time_cost)
         executor = ThreadPoolExecutor(max_workers=settings.s3_max_workers, thread_name_prefix="store")
         metrics = GatewayMetrics()
         store = build_store(settings, executor, metrics.observe_store_call)

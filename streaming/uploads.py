@@ -361,7 +361,8 @@ class UploadService:
                 parts = [PartRef(p.number, p.etag, p.size) for p in await self.repo.committed_parts(record)]
                 if len(last):
                     number = record.parts_count + 1
-                    etag = await self.store.upload_part(record.key or "", record.multipart_id, number, last)
+                    etag = await self.store.upload_part(record.key or "", record.multipart_id, number, last,
+                                                        offset=record.parts_bytes)
                     parts.append(PartRef(number, etag, len(last)))
                 await self._complete_multipart(record, parts)
                 parts_count = len(parts)

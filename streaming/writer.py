@@ -147,7 +147,8 @@ class PartWriter:
         self._service.count(self._service.part_observers, 1)
         try:
             try:
-                etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number, memoryview(buffer)[:size])
+                etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number,
+                                                             memoryview(buffer)[:size], offset=(number - 1) * self._part_size)
             except StoreError as exc:
                 raise StorageFailure(f"storing part {number} failed: {exc}") from exc
             finally:

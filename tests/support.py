@@ -35,6 +35,17 @@ def wait_for_port(port: int, timeout: float) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float = 15) -> None:
+    """Terminate `process` if it runs; kill it when it has not exited after `timeout` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class GatewayProcess:
     """A `mediaserver serve` child process with its own environment."""
 
@@ -86,13 +97,7 @@ class GatewayProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def restart(self) -> None:
         self.stop()

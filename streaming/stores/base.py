@@ -40,11 +40,14 @@ class ObjectStore(Protocol):
     async def create_multipart(self, key: str, content_type: str) -> str:
         """Start a multipart upload of `key`; return its upload id."""
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview,
+                          offset: int | None = None) -> str:
         """Store `data` as part `number` (replacing an earlier one); return its part token.
 
         The token (ETag and whatever else the store needs) is opaque: callers keep it
         and pass it back to `complete_multipart`. Returns only once the part is durable.
+        `offset`, when the caller knows it, is where the part's first byte will sit in the
+        finished object: a hint a store may use to lay the bytes out in place.
         """
 
     async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:

@@ -3,9 +3,13 @@
 Layout under the root folder:
   objects/<key>                         finished objects
   multipart/<upload id>/key             the key the upload will become
-  multipart/<upload id>/<NNNNN>-<etag>  one file per part
-Every write lands in a temporary file that is fsynced and renamed, so a
-crash leaves either the old state or the new one.
+  multipart/<upload id>/<NNNNN>-<etag>  one file per part (parts of unknown position)
+  multipart/<upload id>/data-<writer>   parts whose position in the object is known,
+                                        written in place, one file per store instance
+Every write is fsynced before its part token is returned; files are written to a
+temporary name and renamed, so a crash leaves either the old state or the new one.
+Parts written in place make completion a rename when they tile one data file from
+byte 0; otherwise completion copies the parts into the object in order.
 """
 
 from __future__ import annotations
@@ -57,6 +61,63 @@ def _append_file(dst, src_path: Path) -> None:
             copied += n
 
 
+IN_PLACE = "@"  # part tokens of parts written in place: "@<data file>:<offset>:<size>:<nonce>"
+
+
+def _in_place(etag: str) -> tuple[str, int, int] | None:
+    """(data file name, offset, size) of a part token written in place, else None."""
+    if not etag.startswith(IN_PLACE):
+        return None
+    name, offset, size, _ = etag[1:].split(":")
+    if not name.startswith("data-") or not name[5:].isalnum():
+        raise StoreError(f"invalid part token {etag!r}")
+    return name, int(offset), int(size)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data = data[written:]
+        offset += written
+
+
+def _copy_range(dst, src_path: Path, offset: int, size: int) -> None:
+    """Append bytes offset..offset+size of `src_path` to `dst`; StoreError if the file is shorter."""
+    with open(src_path, "rb") as src:
+        if os.fstat(src.fileno()).st_size < offset + size:
+            raise StoreError(f"{src_path.name} is shorter than {offset + size} bytes")
+        copied = 0
+        while copied < size:
+            try:
+                n = os.copy_file_range(src.fileno(), dst.fileno(), size - copied, offset + copied)
+            except OSError:
+                n = 0
+            if n == 0:
+                src.seek(offset + copied)
+                left = size - copied
+                while left:
+                    chunk = src.read(min(left, 1024 * 1024))
+                    if not chunk:
+                        raise StoreError(f"{src_path.name} is shorter than expected")
+                    dst.write(chunk)
+                    left -= len(chunk)
+                return
+            copied += n
+
+
+def _tiles_one_file(pieces: Sequence[tuple[Path, int, int | None]]) -> bool:
+    """Whether `pieces` are regions of one file that follow each other from byte 0."""
+    if not pieces or any(size is None for _, _, size in pieces):
+        return False
+    first = pieces[0][0]
+    position = 0
+    for path, start, size in pieces:
+        if path != first or start != position:
+            return False
+        position += size or 0
+    return True
+
+
 class LocalStore:
     """Objects as files below `root`. Blocking file work runs in `executor`."""
 
@@ -69,6 +130,8 @@ class LocalStore:
         self.objects.mkdir(parents=True, exist_ok=True)
         self.multipart.mkdir(parents=True, exist_ok=True)
         self._executor = executor
+        # parts written in place by this instance go to their upload's data-<instance> file
+        self._data_name = f"data-{uuid.uuid4().hex}"
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -96,7 +159,10 @@ class LocalStore:
             raise ObjectNotFound(f"no multipart upload {upload_id}")
         return folder
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview,
+                          offset: int | None = None) -> str:
+        if offset is not None and offset >= 0:
+            return await self._run(self._write_in_place, upload_id, data, offset)
         etag = uuid.uuid4().hex
 
         def write() -> None:
@@ -109,6 +175,20 @@ class LocalStore:
         await self._run(write)
         return etag
 
+    def _write_in_place(self, upload_id: str, data: memoryview, offset: int) -> str:
+        folder = self._existing_upload_dir(upload_id)
+        path = folder / self._data_name
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            _pwrite_all(fd, data, offset)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(folder)
+        return f"{IN_PLACE}{self._data_name}:{offset}:{len(data)}:{uuid.uuid4().hex[:8]}"
+
     async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:
         etag = uuid.uuid4().hex
         source = self._object_path(source_key)
@@ -117,19 +197,10 @@ class LocalStore:
             folder = self._existing_upload_dir(upload_id)
             target = folder / f"{number:05d}-{etag}"
             tmp = folder / f".{target.name}.tmp"
-            try:
-                src = open(source, "rb")
-            except FileNotFoundError:
-                raise ObjectNotFound(source_key) from None
-            with src, open(tmp, "wb") as dst:
-                src.seek(first)
-                remaining = last - first + 1
-                while remaining:
-                    chunk = src.read(min(remaining, 1024 * 1024))
-                    if not chunk:
-                        raise StoreError(f"{source_key} is shorter than {last + 1} bytes")
-                    dst.write(chunk)
-                    remaining -= len(chunk)
+            if not source.is_file():
+                raise ObjectNotFound(source_key)
+            with open(tmp, "wb") as dst:
+                _copy_range(dst, source, first, last - first + 1)
                 dst.flush()
                 os.fsync(dst.fileno())
             os.replace(tmp, target)
@@ -142,19 +213,39 @@ class LocalStore:
 
         def assemble() -> None:
             folder = self._existing_upload_dir(upload_id)
-            files = []
+            pieces: list[tuple[Path, int, int | None]] = []  # (file, offset, size or None for the whole file)
             for part in parts:
-                path = folder / f"{part.number:05d}-{part.etag}"
+                placed = _in_place(part.etag)
+                if placed is None:
+                    path, start, size = folder / f"{part.number:05d}-{part.etag}", 0, None
+                else:
+                    name, start, size = placed
+                    path = folder / name
                 if not path.exists():
-                    raise StoreError(f"part {part.number} with etag {part.etag} is missing")
-                files.append(path)
+                    raise StoreError(f"part {part.number} with token {part.etag} is missing")
+                pieces.append((path, start, size))
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "wb") as dst:
-                for path in files:
-                    _append_file(dst, path)
-                dst.flush()
-                os.fsync(dst.fileno())
+            if _tiles_one_file(pieces):
+                # the parts lie in order in one data file from byte 0: it becomes the object
+                end = sum(size or 0 for _, _, size in pieces)
+                path = pieces[0][0] if pieces else None
+                if path is None:
+                    _write_durably(tmp, [])
+                else:
+                    with open(path, "r+b") as fh:
+                        fh.truncate(end)
+                        os.fsync(fh.fileno())
+                    os.replace(path, tmp)
+            else:
+                with open(tmp, "wb") as dst:
+                    for path, start, size in pieces:
+                        if size is None:
+                            _append_file(dst, path)
+                        else:
+                            _copy_range(dst, path, start, size)
+                    dst.flush()
+                    os.fsync(dst.fileno())
             os.replace(tmp, target)
             _fsync_dir(target.parent)
             shutil.rmtree(folder, ignore_errors=True)

@@ -146,7 +146,9 @@ class S3Store:
         )
         return result["UploadId"]
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview,
+                          offset: int | None = None) -> str:
+        # S3 assembles parts by number; the offset hint is not needed
         result = await self._call(
             "upload_part",
             Bucket=self.bucket,

@@ -1,0 +1,396 @@
+"""The gateway against the reference tus server (@tus/server) and a direct boto3 upload, same run.
+
+One random SIZE file is uploaded with the same tus client (tuspy, one PATCH per --chunk-size bytes)
+and the same part size into the same moto S3 server, through:
+  (a) the gateway (STORAGE_BACKEND=s3, MongoDB: nx-27017),
+  (b) @tus/server + @tus/s3-store (node, bench/peers/server.mjs),
+  (c) no server: a direct boto3 multipart upload_file (TransferConfig of the same part size);
+then into a local folder through the gateway (STORAGE_BACKEND=local) and through
+@tus/server + @tus/file-store.
+
+Prints, for one invocation:
+  * per S3 upload: MB/s, seconds, ratio to direct boto3, and the server's peak RSS (VmHWM of
+    the server process over its life), split into its peak while starting and its peak during
+    the upload (VmHWM reset through /proc/PID/clear_refs just before the upload; "-" if denied);
+  * per local upload: the same without the direct baseline, and the ratio ours/@tus;
+  * that every stored object is byte-identical to the file (sha256 read back from moto with
+    boto3, or of the file on disk);
+  * one summary line per store: ours X MB/s vs @tus/server Y MB/s (ratio), peak RSS of both.
+
+The node servers are installed on first use (npm ci in bench/peers) and run as plain `node`
+processes, so the RSS measured is the server's own.
+
+Usage: python bench/peers.py [--size 1GiB] [--part-size 8MiB] [--chunk-size 64MiB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "bench" / "peers"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tusclient import client as tus_client  # noqa: E402
+
+from bench.upload import (  # noqa: E402
+    JWT_SECRET, direct_upload, make_file, peak_rss_mib, start_mongo, start_moto, token,
+)
+from gateway.config import _size  # noqa: E402
+from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
+
+MiB = 1024 * 1024
+REGION = "eu-west-2"
+BUCKETS = {"ours": "bench-ours", "tus": "bench-tus", "direct": "bench-direct"}
+NODE_PACKAGES = ("@tus/server", "@tus/s3-store", "@tus/file-store")
+Check = Callable[[str], tuple[bool, str]]  # upload URL -> (byte-identical, what was read back)
+
+
+@dataclass
+class Result:
+    """One upload: who received it, how long it took, the server's peak RSS, and its check."""
+
+    label: str
+    size: int
+    seconds: float
+    rss_mib: float | None
+    start_rss_mib: float | None
+    upload_rss_mib: float | None
+    identical: bool
+    checked: str
+
+    @property
+    def mbps(self) -> float:
+        return self.size / 1e6 / self.seconds
+
+
+# --- node peer server --------------------------------------------------------------------
+
+
+def ensure_node_modules() -> str:
+    """Return the node binary; run `npm ci` (or `npm install`) in bench/peers when needed."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        raise SystemExit("bench/peers.py needs node (>= 20.19) and npm on PATH for @tus/server")
+    if all((PEERS / "node_modules" / name / "package.json").is_file() for name in NODE_PACKAGES):
+        return node
+    locked = (PEERS / "package-lock.json").is_file()
+    command = [npm, "ci" if locked else "install", "--no-audit", "--no-fund"]
+    print(f"bench/peers/node_modules missing: running `{' '.join(['npm', *command[1:]])}` in bench/peers",
+          flush=True)
+    subprocess.run(command, cwd=PEERS, check=True)
+    return node
+
+
+class NodePeer:
+    """`node bench/peers/server.mjs <store>` as a child process (node itself, no npm wrapper)."""
+
+    def __init__(self, node: str, store: str, env: dict[str, str], log_path: Path) -> None:
+        self.node = node
+        self.store = store
+        self.port = free_port()
+        self.env = dict(os.environ, **env, HOST="127.0.0.1", PORT=str(self.port))
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def files_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/files/"
+
+    def start(self, timeout: float = 30) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([self.node, str(PEERS / "server.mjs"), self.store],
+                                            cwd=PEERS, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"@tus/server exited with {self.process.returncode}:\n{self.log()}")
+            if "listening on" in self.log():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"@tus/server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def s3_client(endpoint: str):
+    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                        aws_access_key_id="bench", aws_secret_access_key="bench")
+
+
+def create_buckets(s3, names: Iterable[str]) -> None:
+    for name in names:
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+
+def sha256_chunks(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return sha256_chunks(iter(lambda: fh.read(8 * MiB), b""))
+
+
+def object_sha256(s3, bucket: str, key: str) -> str:
+    return sha256_chunks(s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(8 * MiB))
+
+
+def keys_of_size(s3, bucket: str, size: int) -> list[str]:
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys += [item["Key"] for item in page.get("Contents", []) if item["Size"] == size]
+    return keys
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Set VmHWM back to the current RSS (Linux clear_refs 5); False where not allowed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measured_upload(pid: int, files_url: str, source: Path,
+                    chunk_size: int) -> tuple[float, str, tuple[float, float, float | None]]:
+    """Upload with tuspy; return seconds, URL and the server's (peak, at start, during upload) RSS."""
+    start_rss = peak_rss_mib(pid)
+    reset = reset_peak_rss(pid)
+    seconds, url = tuspy_upload(files_url, source, chunk_size)
+    rss = peak_rss_mib(pid)
+    return seconds, url, (max(rss, start_rss), start_rss, rss if reset else None)
+
+
+def files_of_size(folder: Path, size: int) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file() and path.stat().st_size == size]
+
+
+def empty_bucket(s3, bucket: str) -> None:
+    """Delete what a run left in moto, so later uploads meet the same server state."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+
+
+def tuspy_upload(files_url: str, path: Path, chunk_size: int) -> tuple[float, str]:
+    """POST + one PATCH per chunk_size bytes with tuspy; return seconds and the upload URL."""
+    client = tus_client.TusClient(files_url, headers={"Authorization": f"Bearer {token()}"})
+    uploader = client.uploader(file_path=str(path), chunk_size=chunk_size,
+                               metadata={"filename": path.name, "filetype": "application/octet-stream"})
+    started = time.perf_counter()
+    uploader.upload()
+    elapsed = time.perf_counter() - started
+    assert uploader.offset == path.stat().st_size, (uploader.offset, uploader.url)
+    return elapsed, uploader.url
+
+
+def upload_id(url: str) -> str:
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def gateway_env(folder: Path, mongo_uri: str, endpoint: str, part_size: int) -> dict[str, str]:
+    return {"HOST": "127.0.0.1", "DATA_DIR": str(folder), "MONGODB_URI": mongo_uri,
+            "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING", "PART_SIZE": str(part_size),
+            "STORAGE_BACKEND": "s3", "S3_BUCKET": BUCKETS["ours"], "S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": REGION,
+            "PORT": str(free_port())}
+
+
+def check_objects(s3, bucket: str, keys: list[str], expected: str) -> tuple[bool, str]:
+    """Read each key back from moto; identical when there is one at least and all match."""
+    digests = [object_sha256(s3, bucket, key) for key in keys]
+    where = ", ".join(f"s3://{bucket}/{key}" for key in keys) or f"no object of the size in {bucket}"
+    return bool(digests) and all(digest == expected for digest in digests), where
+
+
+def check_files(paths: list[Path], root: Path, expected: str) -> tuple[bool, str]:
+    digests = [file_sha256(path) for path in paths]
+    where = ", ".join(str(path.relative_to(root)) for path in paths) or "no file of the size"
+    return bool(digests) and all(digest == expected for digest in digests), where
+
+
+# --- the runs ------------------------------------------------------------------------------
+
+
+def run_gateway(label: str, env: dict[str, str], source: Path, chunk_size: int,
+                verify: Check) -> Result:
+    data_dir = Path(env["DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    gateway = GatewayProcess(env, data_dir)
+    try:
+        gateway.start()
+        seconds, url, rss = measured_upload(gateway.process.pid, gateway.files_url, source, chunk_size)
+        identical, checked = verify(url)
+    finally:
+        gateway.stop()
+    return Result(label, source.stat().st_size, seconds, *rss, identical, checked)
+
+
+def run_peer(label: str, peer: NodePeer, source: Path, chunk_size: int,
+             verify: Check) -> Result:
+    try:
+        peer.start()
+        seconds, url, rss = measured_upload(peer.process.pid, peer.files_url, source, chunk_size)
+        identical, checked = verify(url)
+    finally:
+        peer.stop()
+    return Result(label, source.stat().st_size, seconds, *rss, identical, checked)
+
+
+def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path, expected: str,
+           part_size: int, chunk_size: int) -> tuple[Result, Result, Result]:
+    s3 = s3_client(endpoint)
+    create_buckets(s3, BUCKETS.values())
+    size = source.stat().st_size
+
+    ours = run_gateway("gateway (ours)", gateway_env(folder / "gw-s3", mongo_uri, endpoint, part_size),
+                       source, chunk_size,
+                       lambda url: check_objects(s3, BUCKETS["ours"], keys_of_size(s3, BUCKETS["ours"], size),
+                                                 expected))
+    empty_bucket(s3, BUCKETS["ours"])
+
+    (folder / "node-tmp").mkdir()
+    peer = NodePeer(node, "s3", {"S3_ENDPOINT": endpoint, "S3_BUCKET": BUCKETS["tus"], "AWS_REGION": REGION,
+                                 "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                                 "PART_SIZE": str(part_size), "TMPDIR": str(folder / "node-tmp")},
+                    folder / "tus-s3.log")
+    theirs = run_peer("@tus/server + @tus/s3-store", peer, source, chunk_size,
+                      lambda url: check_objects(s3, BUCKETS["tus"], [upload_id(url)], expected))
+    empty_bucket(s3, BUCKETS["tus"])
+
+    seconds = direct_upload(endpoint, BUCKETS["direct"], source, part_size)
+    direct = Result("direct boto3 multipart", size, seconds, None, None, None,
+                    *check_objects(s3, BUCKETS["direct"], [f"direct/{source.name}"], expected))
+    empty_bucket(s3, BUCKETS["direct"])
+    return ours, theirs, direct
+
+
+def run_local(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path, expected: str,
+              part_size: int, chunk_size: int) -> tuple[Result, Result]:
+    size = source.stat().st_size
+    ours_dir, theirs_dir = folder / "gw-local", folder / "tus-local"
+    env = dict(gateway_env(ours_dir, mongo_uri, endpoint, part_size), STORAGE_BACKEND="local")
+    ours = run_gateway("gateway (ours)", env, source, chunk_size,
+                       lambda url: check_files(files_of_size(ours_dir, size), folder, expected))
+    shutil.rmtree(ours_dir, ignore_errors=True)
+
+    theirs_dir.mkdir()
+    peer = NodePeer(node, "file", {"DATA_DIR": str(theirs_dir)}, folder / "tus-file.log")
+    theirs = run_peer("@tus/server + @tus/file-store", peer, source, chunk_size,
+                      lambda url: check_files([theirs_dir / upload_id(url)], folder, expected))
+    shutil.rmtree(theirs_dir, ignore_errors=True)
+    return ours, theirs
+
+
+# --- printing ------------------------------------------------------------------------------
+
+
+def rss_text(value: float | None) -> str:
+    return f"{value:.0f} MiB" if value is not None else "-"
+
+
+def print_rows(results: Iterable[Result], baseline: Result | None) -> None:
+    ratio_head = "vs direct" if baseline else ""
+    print(f"  {'':30} {'MB/s':>8} {'seconds':>8} {ratio_head:>9} {'peak RSS':>9} {'at start':>9}"
+          f" {'in upload':>9}  byte-identical")
+    for result in results:
+        ratio = f"{result.mbps / baseline.mbps:.2f}" if baseline else ""
+        print(f"  {result.label:30} {result.mbps:8.1f} {result.seconds:8.1f} {ratio:>9}"
+              f" {rss_text(result.rss_mib):>9} {rss_text(result.start_rss_mib):>9} {rss_text(result.upload_rss_mib):>9}"
+              f"  {'yes' if result.identical else 'NO'}")
+
+
+def print_checks(results: Iterable[Result]) -> None:
+    for result in results:
+        print(f"    sha256 {'matches' if result.identical else 'DIFFERS'}: {result.label}: {result.checked}")
+
+
+def summary(store: str, ours: Result, theirs: Result) -> str:
+    return (f"{store}: ours {ours.mbps:.1f} MB/s vs @tus/server {theirs.mbps:.1f} MB/s "
+            f"(ratio {ours.mbps / theirs.mbps:.2f}), "
+            f"peak RSS ours {ours.rss_mib:.0f} MiB vs theirs {theirs.rss_mib:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1GiB")
+    parser.add_argument("--part-size", default="8MiB")
+    parser.add_argument("--chunk-size", default="64MiB")
+    args = parser.parse_args()
+    size, part_size, chunk_size = _size(args.size), _size(args.part_size), _size(args.chunk_size)
+    node = ensure_node_modules()
+
+    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+        folder = Path(tmp)
+        moto = mongo = None
+        try:
+            moto, endpoint = start_moto()
+            mongo, mongo_uri = start_mongo(folder)
+            source = folder / "source.bin"
+            make_file(source, size)
+            expected = file_sha256(source)
+            print(f"{args.size} random file, tuspy chunk size {args.chunk_size}, part size {args.part_size}")
+
+            s3_ours, s3_theirs, direct = run_s3(node, folder, endpoint, mongo_uri, source, expected,
+                                                part_size, chunk_size)
+            print("S3 store (moto)")
+            print_rows((s3_ours, s3_theirs, direct), direct)
+            print_checks((s3_ours, s3_theirs, direct))
+
+            local_ours, local_theirs = run_local(node, folder, endpoint, mongo_uri, source, expected,
+                                                 part_size, chunk_size)
+            print("local disk store")
+            print_rows((local_ours, local_theirs), None)
+            print_checks((local_ours, local_theirs))
+            print(f"  ratio ours/@tus: {local_ours.mbps / local_theirs.mbps:.2f}")
+
+            print("summary")
+            print("  " + summary("S3   ", s3_ours, s3_theirs))
+            print("  " + summary("local", local_ours, local_theirs))
+            results = (s3_ours, s3_theirs, direct, local_ours, local_theirs)
+            if not all(result.identical for result in results):
+                raise SystemExit("some uploads were not byte-identical (see the table)")
+        finally:
+            for process in (moto, mongo):
+                if process is not None:
+                    process.terminate()
+            for process in (moto, mongo):
+                if process is not None:
+                    try:
+                        process.wait(15)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+
+
+if __name__ == "__main__":
+    main()
