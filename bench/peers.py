@@ -1,6 +1,7 @@
 """The gateway against the reference tus server (@tus/server) and a direct boto3 upload, same run.
 
-One random SIZE file is uploaded with the same tus client (tuspy, one PATCH per --chunk-size bytes)
+One random SIZE file is uploaded with the same tus client (tus-js-client in node by default, or
+tuspy; one streamed PATCH, or one PATCH per --chunk-size bytes)
 and the same part size into the same moto S3 server, through:
   (a) the gateway (STORAGE_BACKEND=s3, MongoDB: nx-27017),
   (b) @tus/server + @tus/s3-store (node, bench/peers/server.mjs),
@@ -20,13 +21,15 @@ Prints, for one invocation:
 The node servers are installed on first use (npm ci in bench/peers) and run as plain `node`
 processes, so the RSS measured is the server's own.
 
-Usage: python bench/peers.py [--size 1GiB] [--part-size 8MiB] [--chunk-size 64MiB]
+Usage: python bench/peers.py [--size 1GiB] [--part-size 8MiB] [--chunk-size 0] [--client tus-js-client|tuspy]
+                             [--stores s3,local]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -56,7 +59,7 @@ from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
 MiB = 1024 * 1024
 REGION = "eu-west-2"
 BUCKETS = {"ours": "bench-ours", "tus": "bench-tus", "direct": "bench-direct"}
-NODE_PACKAGES = ("@tus/server", "@tus/s3-store", "@tus/file-store")
+NODE_PACKAGES = ("@tus/server", "@tus/s3-store", "@tus/file-store", "tus-js-client")
 Check = Callable[[str], tuple[bool, str]]  # upload URL -> (byte-identical, what was read back)
 
 
@@ -180,12 +183,18 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+CLIENT = "tus-js-client"  # set by main(): the tus client every server is measured with
+
+
 def measured_upload(pid: int, files_url: str, source: Path,
                     chunk_size: int) -> tuple[float, str, tuple[float, float, float | None]]:
-    """Upload with tuspy; return seconds, URL and the server's (peak, at start, during upload) RSS."""
+    """Upload with the chosen client; return seconds, URL and the server's (peak, at start, during upload) RSS."""
     start_rss = peak_rss_mib(pid)
     reset = reset_peak_rss(pid)
-    seconds, url = tuspy_upload(files_url, source, chunk_size)
+    if CLIENT == "tuspy":
+        seconds, url = tuspy_upload(files_url, source, chunk_size)
+    else:
+        seconds, url = js_upload(files_url, source, chunk_size)
     rss = peak_rss_mib(pid)
     return seconds, url, (max(rss, start_rss), start_rss, rss if reset else None)
 
@@ -201,10 +210,21 @@ def empty_bucket(s3, bucket: str) -> None:
             s3.delete_object(Bucket=bucket, Key=item["Key"])
 
 
+def js_upload(files_url: str, path: Path, chunk_size: int) -> tuple[float, str]:
+    """POST + PATCHes with tus-js-client in node (one streamed PATCH when chunk_size is 0)."""
+    env = dict(os.environ, FILES_URL=files_url, FILE=str(path), TOKEN=token(), CHUNK_SIZE=str(chunk_size))
+    done = subprocess.run([shutil.which("node") or "node", str(PEERS / "upload.mjs")], env=env, cwd=PEERS,
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"tus-js-client failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(result["seconds"]), str(result["url"])
+
+
 def tuspy_upload(files_url: str, path: Path, chunk_size: int) -> tuple[float, str]:
-    """POST + one PATCH per chunk_size bytes with tuspy; return seconds and the upload URL."""
+    """POST + one PATCH per chunk_size bytes with tuspy (the whole file when 0); return seconds and the URL."""
     client = tus_client.TusClient(files_url, headers={"Authorization": f"Bearer {token()}"})
-    uploader = client.uploader(file_path=str(path), chunk_size=chunk_size,
+    uploader = client.uploader(file_path=str(path), chunk_size=chunk_size or path.stat().st_size,
                                metadata={"filename": path.name, "filetype": "application/octet-stream"})
     started = time.perf_counter()
     uploader.upload()
@@ -344,8 +364,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--part-size", default="8MiB")
-    parser.add_argument("--chunk-size", default="64MiB")
+    parser.add_argument("--chunk-size", default="0",
+                        help="bytes per PATCH; 0: one PATCH for the whole file (tus-js-client's and Uppy's default)")
+    parser.add_argument("--client", choices=("tus-js-client", "tuspy"), default="tus-js-client",
+                        help="the tus client used for every server")
+    parser.add_argument("--stores", default="s3,local", help="which of s3,local to compare")
     args = parser.parse_args()
+    stores = {name.strip() for name in args.stores.split(",")}
+    global CLIENT
+    CLIENT = args.client
     size, part_size, chunk_size = _size(args.size), _size(args.part_size), _size(args.chunk_size)
     node = ensure_node_modules()
 
@@ -358,25 +385,31 @@ def main() -> None:
             source = folder / "source.bin"
             make_file(source, size)
             expected = file_sha256(source)
-            print(f"{args.size} random file, tuspy chunk size {args.chunk_size}, part size {args.part_size}")
+            print(f"{args.size} random file, client {args.client}, "
+                  f"{'one PATCH' if not chunk_size else 'chunk size ' + args.chunk_size}, part size {args.part_size}")
 
-            s3_ours, s3_theirs, direct = run_s3(node, folder, endpoint, mongo_uri, source, expected,
-                                                part_size, chunk_size)
-            print("S3 store (moto)")
-            print_rows((s3_ours, s3_theirs, direct), direct)
-            print_checks((s3_ours, s3_theirs, direct))
-
-            local_ours, local_theirs = run_local(node, folder, endpoint, mongo_uri, source, expected,
-                                                 part_size, chunk_size)
-            print("local disk store")
-            print_rows((local_ours, local_theirs), None)
-            print_checks((local_ours, local_theirs))
-            print(f"  ratio ours/@tus: {local_ours.mbps / local_theirs.mbps:.2f}")
-
+            results: list[Result] = []
+            lines = []
+            if "s3" in stores:
+                s3_ours, s3_theirs, direct = run_s3(node, folder, endpoint, mongo_uri, source, expected,
+                                                    part_size, chunk_size)
+                print("S3 store (moto)")
+                print_rows((s3_ours, s3_theirs, direct), direct)
+                print_checks((s3_ours, s3_theirs, direct))
+                results += [s3_ours, s3_theirs, direct]
+                lines.append(summary("S3   ", s3_ours, s3_theirs))
+            if "local" in stores:
+                local_ours, local_theirs = run_local(node, folder, endpoint, mongo_uri, source, expected,
+                                                     part_size, chunk_size)
+                print("local disk store")
+                print_rows((local_ours, local_theirs), None)
+                print_checks((local_ours, local_theirs))
+                print(f"  ratio ours/@tus: {local_ours.mbps / local_theirs.mbps:.2f}")
+                results += [local_ours, local_theirs]
+                lines.append(summary("local", local_ours, local_theirs))
             print("summary")
-            print("  " + summary("S3   ", s3_ours, s3_theirs))
-            print("  " + summary("local", local_ours, local_theirs))
-            results = (s3_ours, s3_theirs, direct, local_ours, local_theirs)
+            for line in lines:
+                print("  " + line)
             if not all(result.identical for result in results):
                 raise SystemExit("some uploads were not byte-identical (see the table)")
         finally:

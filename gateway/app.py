@@ -10,6 +10,7 @@ import tornado.web
 from gateway.base import ApiError, BaseHandler
 from gateway.events import EventsHandler
 from gateway.health import DetailedHealthHandler, HealthHandler
+from gateway.in_place_body import install as install_in_place_bodies
 from gateway.logs import emf
 from gateway.metrics import MetricsHandler, RouteNamer
 from gateway.net import client_ip, decimal
@@ -93,6 +94,8 @@ def make_metrics_app(services: Services) -> tornado.web.Application:
 
 def make_server(app: tornado.web.Application, settings) -> tornado.httpserver.HTTPServer:
     """An HTTP server for `app` with the configured limits (bodies are limited per request)."""
+    if settings.in_place_bodies:
+        install_in_place_bodies()
     return tornado.httpserver.HTTPServer(
         app,
         max_header_size=settings.max_header_size,

@@ -80,7 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.logs import configure
 
     configure(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    from pymongo.errors import PyMongoError
+
+    from streaming.stores.base import StoreError
+
+    try:
+        asyncio.run(serve(settings))
+    except (StoreError, PyMongoError, OSError) as exc:
+        # a dependency that is unreachable or refuses us at start: one clear line, no traceback
+        log.error("could not start", extra={"error": f"{type(exc).__name__}: {exc}"})
+        print(f"mediaserver: could not start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

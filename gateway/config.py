@@ -65,6 +65,7 @@ class Settings:
     idle_body_timeout: float = option("IDLE_BODY_TIMEOUT", 60.0, "Seconds a request body may stall before the connection is closed (slow-loris guard).", float)
     idle_connection_timeout: float = option("IDLE_CONNECTION_TIMEOUT", 120.0, "Seconds an idle keep-alive connection is kept open.", float)
     cors_origins: tuple = option("CORS_ORIGINS", ("*",), "Comma-separated origins allowed to call the API from browsers ('*' for any).", _list)
+    in_place_bodies: bool = option("IN_PLACE_BODIES", True, "Receive tus PATCH bodies straight into part buffers (one copy instead of four).", _bool)
     request_chunk_size: int = option("REQUEST_CHUNK_SIZE", 256 * 1024, "Most bytes of a request body read from the socket per step (larger: less work per byte, more memory per connection).", _size)
     max_json_body: int = option("MAX_JSON_BODY", 64 * 1024, "Largest accepted non-upload request body (JSON) in bytes.", _size)
 

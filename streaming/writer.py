@@ -119,6 +119,27 @@ class PartWriter:
                 await self._send_part()
         self.received += len(chunk)
 
+    def receive_buffer(self, limit: int) -> memoryview | None:
+        """Where up to `limit` next body bytes may be received in place, or None.
+
+        The view is the free end of the part buffer, no longer than the upload still
+        accepts. None when the writer failed or the upload has no room left: then
+        `write` must be used, which refuses what does not fit. Call `take_received` next.
+        """
+        if self._failure is not None or self._buffer is None:
+            return None
+        room = min(limit, self._part_size - self._fill, self._limit - self.position)
+        if room <= 0:
+            return None
+        return memoryview(self._buffer)[self._fill : self._fill + room]
+
+    async def take_received(self, count: int) -> None:
+        """Take the `count` bytes just received into the view of `receive_buffer`."""
+        self._fill += count
+        self.received += count
+        if self._fill == self._part_size:
+            await self._send_part()
+
     async def _send_part(self) -> None:
         if self._record.multipart_id is None:
             self._record = await self._service.start_multipart(self._record, bytes(self._buffer[:4096]))

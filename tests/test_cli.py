@@ -30,6 +30,20 @@ def test_help_and_config():
     assert bad.returncode == 2 and "PORT" in bad.stderr
 
 
+def test_unreachable_store_at_start_is_one_clear_error(tmp_path):
+    """A store that cannot be reached at start: exit status 1 and one line saying why, no traceback."""
+    from tests.support import free_port
+
+    env = {"PATH": "", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path), "PORT": str(free_port()),
+           "STORAGE_BACKEND": "s3", "S3_BUCKET": "mediaserver-test", "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+           "S3_MAX_ATTEMPTS": "1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    result = subprocess.run([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "mediaserver: could not start:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def register(gateway) -> tuple[str, str]:
     name = f"cli{time.monotonic_ns() % 10**9}"
     response = requests.post(gateway.url + "/api/auth/register", json={"username": name, "password": "cli-password-1"})

@@ -80,3 +80,15 @@ def test_tuspy_chunk_with_a_wrong_checksum_is_refused(gateway, token, tmp_path):
         uploader.upload_chunk()
     assert refused.value.status_code == 460
     assert head(uploader.url, token).headers["Upload-Offset"] == "0"
+
+
+def test_uploads_through_tornados_own_body_path(start_gateway, token, tmp_path):
+    """IN_PLACE_BODIES=false: bodies take Tornado's data_received path, with the same result."""
+    gateway = start_gateway("local", PART_SIZE="5MiB", IN_PLACE_BODIES="false")
+    data = random_bytes(11 * MiB + 5, seed=9)
+    path = tmp_path / "copied.bin"
+    path.write_bytes(data)
+    client = tus_client.TusClient(gateway.files_url, headers={"Authorization": f"Bearer {token}"})
+    uploader = client.uploader(str(path), chunk_size=4 * MiB, upload_checksum=True)
+    uploader.upload()
+    assert sha256(download(uploader.url, token)) == sha256(data)

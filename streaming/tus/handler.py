@@ -270,6 +270,23 @@ class TusHandler(BaseHandler):
         except (UploadError, UploadLocked, PyMongoError) as exc:
             self._rejection = exc
 
+    def body_buffer(self, limit: int) -> memoryview | None:
+        """Where the next body bytes may be received in place (see gateway.in_place_body)."""
+        if self._writer is None or self._rejection is not None:
+            return None
+        return self._writer.receive_buffer(limit)
+
+    async def body_received(self, view: memoryview, count: int) -> None:
+        """`count` body bytes arrived at the start of `view` (from body_buffer)."""
+        self.touch()
+        assert self._writer is not None
+        try:
+            if self._hasher is not None:
+                self._hasher.update(view[:count])
+            await self._writer.take_received(count)
+        except (UploadError, UploadLocked, PyMongoError) as exc:
+            self._rejection = exc
+
     def on_connection_close(self) -> None:
         """The client went away mid-body: keep what arrived, give the lease back."""
         writer = self._writer
