@@ -7,7 +7,7 @@ Prints, for one invocation:
   * their ratio and the gateway's peak RSS;
   * the gateway's peak RSS for uploads of each --local-sizes file into the local store.
 
-Usage: python bench/upload.py [--size 1GiB] [--local-sizes 256MiB,2GiB] [--part-size 8MiB]
+Usage: python bench/upload.py [--size 1GiB] [--local-sizes 256MiB,2GiB] [--part-size 8MiB] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import statistics
 import secrets
 import subprocess
 import sys
@@ -121,11 +122,23 @@ def direct_upload(endpoint: str, bucket: str, path: Path, part_size: int) -> flo
     return time.perf_counter() - started
 
 
+def empty_bucket(endpoint: str, bucket: str) -> None:
+    """Delete every object and unfinished multipart upload in `bucket`."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
+                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+    for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--local-sizes", default="256MiB,2GiB")
     parser.add_argument("--part-size", default="8MiB")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating gateway/direct rounds on S3")
     args = parser.parse_args()
     size, part_size = _size(args.size), _size(args.part_size)
 
@@ -143,16 +156,25 @@ def main() -> None:
             (folder / "gw").mkdir()
             gateway = GatewayProcess(dict(env, PORT=str(free_port())), folder / "gw")
             gateway.start()
+            gateway_runs, direct_runs = [], []
             try:
-                gateway_seconds = tus_upload(gateway, source)
+                # alternating rounds, moto emptied after each upload: both meet the same server state,
+                # and a slow spell of the machine hits both sides
+                for _ in range(args.rounds):
+                    direct_runs.append(direct_upload(endpoint, "bench", source, part_size))
+                    empty_bucket(endpoint, "bench")
+                    gateway_runs.append(tus_upload(gateway, source))
+                    empty_bucket(endpoint, "bench")
                 gateway_rss = peak_rss_mib(gateway.process.pid)
             finally:
                 gateway.stop()
-            direct_seconds = direct_upload(endpoint, "bench", source, part_size)
+            gateway_seconds, direct_seconds = statistics.median(gateway_runs), statistics.median(direct_runs)
             mb = size / 1e6
-            print(f"S3 (moto), {args.size} file, part size {args.part_size}")
-            print(f"  gateway tus upload : {mb / gateway_seconds:8.1f} MB/s  ({gateway_seconds:.1f} s)")
-            print(f"  direct boto3       : {mb / direct_seconds:8.1f} MB/s  ({direct_seconds:.1f} s)")
+            print(f"S3 (moto), {args.size} file, part size {args.part_size}, {args.rounds} alternating rounds (medians)")
+            print(f"  gateway tus upload : {mb / gateway_seconds:8.1f} MB/s  "
+                  f"(rounds: {', '.join(f'{mb / t:.0f}' for t in gateway_runs)})")
+            print(f"  direct boto3       : {mb / direct_seconds:8.1f} MB/s  "
+                  f"(rounds: {', '.join(f'{mb / t:.0f}' for t in direct_runs)})")
             print(f"  ratio gateway/direct: {direct_seconds / gateway_seconds:.2f}")
             print(f"  gateway peak RSS   : {gateway_rss:.0f} MiB")
             source.unlink()

@@ -109,7 +109,7 @@ class Settings:
     upload_expiration: int = option("UPLOAD_EXPIRATION", 24 * 3600, "Seconds an unfinished upload lives after its last write (Upload-Expires).", int)
     reaper_interval: float = option("REAPER_INTERVAL", 60.0, "Seconds between sweeps that abort expired uploads.", float)
     part_size: int = option("PART_SIZE", 8 * MiB, "Multipart part size (>= 5 MiB; raised per upload so it fits in 10,000 parts).", _size)
-    parts_in_flight_per_upload: int = option("PARTS_IN_FLIGHT_PER_UPLOAD", 2, "Parts of one upload sent to the store at once while the next fills.", int)
+    parts_in_flight_per_upload: int = option("PARTS_IN_FLIGHT_PER_UPLOAD", 0, "Parts of one upload sent to the store at once while the next fills (0: 4 for S3, where round trips are long, 2 for the local store).", int)
     upload_memory_budget: int = option("UPLOAD_MEMORY_BUDGET", 192 * MiB, "Bytes of part buffers all uploads of the process may hold at once (backpressure beyond).", _size)
     lease_ttl: float = option("LEASE_TTL", 10.0, "Seconds an upload lease lives without renewal (a crashed holder frees it after this).", float)
     lease_wait: float = option("LEASE_WAIT", 12.0, "Seconds a PATCH waits for another holder's lease before answering 423.", float)
@@ -175,8 +175,8 @@ class Settings:
             raise ValueError("S3_BUCKET is required when STORAGE_BACKEND=s3")
         if self.part_size < 5 * MiB:
             raise ValueError("PART_SIZE must be at least 5 MiB")
-        if self.parts_in_flight_per_upload < 1:
-            raise ValueError("PARTS_IN_FLIGHT_PER_UPLOAD must be at least 1")
+        if self.parts_in_flight_per_upload < 0:
+            raise ValueError("PARTS_IN_FLIGHT_PER_UPLOAD must be 0 (automatic) or more")
         if self.upload_memory_budget < 2 * self.part_size:
             raise ValueError("UPLOAD_MEMORY_BUDGET must hold at least two parts")
         if not 64 * 1024 <= self.password_hash_memory <= 1024 * MiB or not 1 <= self.password_hash_time_cost <= 20:
@@ -190,6 +190,13 @@ class Settings:
             raise ValueError("THUMBNAIL_SIZE must be WIDTHxHEIGHT between 16 and 4096")
         if self.log_format not in ("json", "text"):
             raise ValueError("LOG_FORMAT must be 'json' or 'text'")
+
+
+def parts_in_flight(settings: "Settings") -> int:
+    """The window of parts in flight per upload: the setting, or by store when it is 0."""
+    if settings.parts_in_flight_per_upload:
+        return settings.parts_in_flight_per_upload
+    return 4 if settings.storage_backend == "s3" else 2
 
 
 def describe() -> str:

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from auth.passwords import configure as password_hashing
 from auth.tokens import TokenIssuer
-from gateway.config import Settings
+from gateway.config import Settings, parts_in_flight
 from gateway.secrets import local_secret, read_ssm_parameter
 from metadata.connection import open_database
 from metadata.embedded import EmbeddedMongo
@@ -105,7 +105,7 @@ class Services:
             UploadLimits(
                 max_size=settings.tus_max_size,
                 part_size=settings.part_size,
-                window=settings.parts_in_flight_per_upload,
+                window=parts_in_flight(settings),
                 expiration=settings.upload_expiration,
             ),
         )

@@ -69,7 +69,7 @@ class GatewayProcess:
         environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve"], env=environment, cwd=ROOT,
+                [os.environ.get("GATEWAY_PYTHON") or sys.executable, "-m", "gateway", "serve"], env=environment, cwd=ROOT,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
