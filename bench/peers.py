@@ -265,18 +265,12 @@ def run_gateway(label: str, env: dict[str, str], source: Path, chunk_size: int,
                 verify: Check) -> Result:
     data_dir = Path(env["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
-    gateway = GatewayProcess(env, data_dir)
-    try:
-        gateway.start()
-        seconds, url, rss = measured_upload(gateway.process.pid, gateway.files_url, source, chunk_size)
-        identical, checked = verify(url)
-    finally:
-        gateway.stop()
-    return Result(label, source.stat().st_size, seconds, *rss, identical, checked)
+    return run_peer(label, GatewayProcess(env, data_dir), source, chunk_size, verify)
 
 
-def run_peer(label: str, peer: NodePeer, source: Path, chunk_size: int,
+def run_peer(label: str, peer: "NodePeer | GatewayProcess", source: Path, chunk_size: int,
              verify: Check) -> Result:
+    """Start `peer`, upload `source` through it, check what was stored, stop it."""
     try:
         peer.start()
         seconds, url, rss = measured_upload(peer.process.pid, peer.files_url, source, chunk_size)

@@ -470,16 +470,21 @@ def multipart_body(filename: bytes, data: bytes, boundary: str = "hostileBoundar
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def post_form_file(gateway, token: str, raw_name: bytes, data: bytes) -> requests.Response:
+    """POST one file to /api/media/upload with `raw_name` as its form file name; a closed connection fails."""
+    body, content_type = multipart_body(raw_name, data)
+    try:
+        return requests.post(gateway.url + "/api/media/upload", data=body, timeout=30, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": content_type})
+    except requests.ConnectionError as exc:
+        pytest.fail(f"the gateway closed the connection without answering: {exc}")
+
+
 @pytest.mark.parametrize("template", [t for t in DANGEROUS_NAMES if "\r" not in t and '"' not in t and "\x00" not in t])
 def test_multipart_file_names_are_made_safe(gateway, token, template):
     unique = uuid.uuid4().hex
     name = template.format(unique=unique)
-    body, content_type = multipart_body(name.encode("utf-8"), b"data")
-    try:
-        response = requests.post(gateway.url + "/api/media/upload", data=body, timeout=30, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": content_type})
-    except requests.ConnectionError as exc:
-        pytest.fail(f"the gateway closed the connection without answering: {exc}")
+    response = post_form_file(gateway, token, name.encode("utf-8"), b"data")
     assert response.status_code in (201, 400), response.text
     if response.status_code == 201:
         item = response.json()
@@ -496,12 +501,7 @@ def test_multipart_file_names_are_made_safe(gateway, token, template):
 @pytest.mark.parametrize("name", ["日本語.txt", "ünï cødé.txt", "emoji-🎬.mp4"])
 def test_multipart_utf8_file_names_are_kept(gateway, token, name):
     """Browsers send the file name as raw UTF-8 in the form part's Content-Disposition."""
-    body, content_type = multipart_body(name.encode("utf-8"), b"data")
-    try:
-        response = requests.post(gateway.url + "/api/media/upload", data=body, timeout=30, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": content_type})
-    except requests.ConnectionError as exc:
-        pytest.fail(f"the gateway closed the connection without answering: {exc}")
+    response = post_form_file(gateway, token, name.encode("utf-8"), b"data")
     assert response.status_code == 201, response.text
     assert response.json()["filename"] == name
 
