@@ -7,6 +7,7 @@ status; clients never see a stack trace.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import contextvars
 import json
 import http
@@ -173,13 +174,15 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             return configured
         return f"{client_protocol(self.request, self.services.settings.trusted_proxy_hops)}://{self.request.host}"
 
-    def check_rate_limit(self, kind: str | None = None, key: str | None = None) -> None:
+    async def check_rate_limit(self, kind: str | None = None, key: str | None = None) -> None:
         """Count this request against limiter `kind`; ApiError 429 with Retry-After past it."""
         kind = kind or self.rate_limit
         if kind is None or self.request.method == "OPTIONS":
             return
         limiter = self.services.limiters[kind]
         decision = limiter.hit(key or self.client_ip())
+        if inspect.isawaitable(decision):
+            decision = await decision
         self._rate_headers = decision.headers()
         for name, value in self._rate_headers.items():
             self.set_header(name, value)
@@ -233,7 +236,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
 
     async def admit(self) -> None:
         """Checks before the body is read (rate limit, body size); raise ApiError to refuse."""
-        self.check_rate_limit()
+        await self.check_rate_limit()
         self.limit_body()
 
     def _reject(self, exc: tornado.web.HTTPError) -> None:

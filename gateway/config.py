@@ -95,6 +95,7 @@ class Settings:
     # --- protection
     rate_limit_requests: int = option("RATE_LIMIT_REQUESTS", 100, "REST and auth requests allowed per client IP per window.", int)
     rate_limit_window: int = option("RATE_LIMIT_WINDOW", 900, "Window of RATE_LIMIT_REQUESTS in seconds (15 minutes).", int)
+    rate_limit_shared: bool = option("RATE_LIMIT_SHARED", True, "Count REST and login requests in MongoDB, one count for all instances (false: each instance counts its own).", _bool)
     login_rate_limit: int = option("LOGIN_RATE_LIMIT", 10, "Login and register attempts allowed per client IP per RATE_LIMIT_WINDOW.", int)
     tus_rate_per_second: float = option("TUS_RATE_PER_SECOND", 50.0, "Sustained tus requests per second per user (PATCH/HEAD/POST/DELETE).", float)
     tus_rate_burst: int = option("TUS_RATE_BURST", 500, "Burst of tus requests per user above the sustained rate.", int)

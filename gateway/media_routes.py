@@ -148,7 +148,7 @@ class MediaUploadHandler(BaseHandler):
     _file_complete = False
 
     async def admit(self) -> None:
-        self.check_rate_limit()
+        await self.check_rate_limit()
         self._principal = self.require_user()
         settings = self.services.settings
         kind, options = parse_options_header(self.request.headers.get("Content-Type", ""))

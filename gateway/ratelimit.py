@@ -1,11 +1,14 @@
-"""Rate limits kept in process memory: fixed windows (like express-rate-limit) and token buckets.
+"""Rate limits: fixed windows (like express-rate-limit) and token buckets.
 
-Each instance counts its own requests; behind a load balancer with N instances a
-client gets at most N times the limit. Memory is bounded by `max_keys`.
+`FixedWindowLimiter` and `TokenBucketLimiter` count in process memory: each instance
+its own requests (memory bounded by `max_keys`). `SharedFixedWindowLimiter` keeps its
+counts in MongoDB, so N instances behind a load balancer enforce one limit together;
+while MongoDB cannot be reached it counts in memory instead of refusing everyone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -83,3 +86,25 @@ class TokenBucketLimiter:
         self._buckets[key] = (tokens, now)
         reset = 0 if allowed else math.ceil((1 - tokens) / self.rate)
         return Decision(allowed, self.burst, int(tokens), reset, f"{self.burst};w=1;burst={self.burst}")
+
+
+class SharedFixedWindowLimiter:
+    """At most `limit` hits per key in each `window` seconds, counted in MongoDB by all instances."""
+
+    def __init__(self, counters, policy: str, limit: int, window: float, timeout: float = 1.0) -> None:
+        self.limit = limit
+        self.window = window
+        self.policy = policy
+        self._counters = counters  # metadata.ratelimits.RateCounterRepository
+        self._timeout = timeout
+        self._fallback = FixedWindowLimiter(limit, window)
+
+    async def hit(self, key: str) -> Decision:
+        """Count one request of `key` and say whether it is allowed."""
+        try:
+            count, end = await asyncio.wait_for(self._counters.hit(self.policy, key, self.window), self._timeout)
+        except Exception:  # noqa: BLE001 - MongoDB away or slow: this instance counts alone meanwhile
+            return self._fallback.hit(key)
+        reset = max(math.ceil(end - time.time()), 0)
+        return Decision(count <= self.limit, self.limit, max(self.limit - count, 0), reset,
+                        f"{self.limit};w={int(self.window)}")

@@ -21,6 +21,7 @@ from metadata.connection import open_database
 from metadata.embedded import EmbeddedMongo
 from metadata.leases import LeaseRepository
 from metadata.media import MediaRepository
+from metadata.ratelimits import RateCounterRepository
 from metadata.uploads import UploadRepository
 from metadata.users import UserRepository
 from gateway.events import EventBus
@@ -29,7 +30,7 @@ from gateway.logs import emf
 from gateway.media_service import MediaService
 from gateway.metrics import GatewayMetrics
 from processing.jobs import MediaProcessor, ProcessingLimits
-from gateway.ratelimit import FixedWindowLimiter, TokenBucketLimiter
+from gateway.ratelimit import FixedWindowLimiter, SharedFixedWindowLimiter, TokenBucketLimiter
 from gateway.signed_urls import UrlSigner
 from streaming.buffers import BufferPool
 from streaming.locking import UploadLocker
@@ -128,6 +129,13 @@ class Services:
 
         uploads.completion_hooks.append(process_new_media)
         uploads.deletion_hooks.append(media.on_upload_deleted)
+        counters = RateCounterRepository(db)
+
+        def window_limiter(policy: str, limit: int) -> FixedWindowLimiter | SharedFixedWindowLimiter:
+            if settings.rate_limit_shared:
+                return SharedFixedWindowLimiter(counters, policy, limit, settings.rate_limit_window)
+            return FixedWindowLimiter(limit, settings.rate_limit_window)
+
         services = cls(
             settings=settings,
             store=store,
@@ -140,8 +148,8 @@ class Services:
             users=users,
             media=media,
             limiters={
-                "rest": FixedWindowLimiter(settings.rate_limit_requests, settings.rate_limit_window),
-                "login": FixedWindowLimiter(settings.login_rate_limit, settings.rate_limit_window),
+                "rest": window_limiter("rest", settings.rate_limit_requests),
+                "login": window_limiter("login", settings.login_rate_limit),
                 "tus": TokenBucketLimiter(settings.tus_rate_per_second, settings.tus_rate_burst),
             },
             metrics=metrics,
@@ -175,6 +183,7 @@ class Services:
             await asyncio.sleep(self.settings.reaper_interval)
             try:
                 expired = await self.uploads.expire_due()
+                await RateCounterRepository(self.db).sweep()
                 if expired:
                     log.info("expired uploads aborted", extra={"count": expired})
             except Exception:  # noqa: BLE001 - the sweep runs again next interval

@@ -216,6 +216,9 @@ def test_mongodb_killed_then_restarted(fragile, running_mongo, token):
     assert_503(patch(url, token, 3, data[3:1000]))  # small: refused before the body is read
     assert_503(requests.post(fragile.files_url, headers=auth(token, **{"Upload-Length": "5"}), timeout=30))
     assert requests.get(fragile.url + "/health", timeout=10).status_code == 200, "liveness does not need MongoDB"
+    anonymous = requests.get(fragile.url + "/api/media", timeout=30)
+    assert anonymous.status_code == 401, "the shared rate limit falls back to this instance's count"
+    assert anonymous.headers.get("RateLimit-Limit")
     assert requests.get(fragile.url + "/health/detailed", timeout=30).status_code == 503
     running_mongo.restart()
     assert wait_for_offset(url, token, lambda o: True, timeout=30) == 3

@@ -281,6 +281,20 @@ def test_rate_limit_exhaustion_and_reset(start_gateway):
     assert requests.get(gateway.url + "/health", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
 
 
+def test_instances_share_one_rate_limit(start_gateway):
+    """Two instances on one MongoDB count a client's requests together (RATE_LIMIT_SHARED, the default)."""
+    first = start_gateway("local", RATE_LIMIT_REQUESTS="4", RATE_LIMIT_WINDOW="60", TRUSTED_PROXY_HOPS="1")
+    second = start_gateway("local", share=first)
+    client = {"X-Forwarded-For": f"198.51.100.{uuid.uuid4().int % 200 + 20}"}
+    statuses = [requests.get(gateway.url + "/api/media", headers=client).status_code
+                for gateway in (first, second, first, second, first, second)]
+    assert statuses == [401, 401, 401, 401, 429, 429], statuses
+    remaining = requests.get(second.url + "/api/media", headers={"X-Forwarded-For": "198.51.100.3"})
+    assert remaining.headers["RateLimit-Remaining"] == "3", "another client has its own count"
+    alone = start_gateway("local", share=first, RATE_LIMIT_SHARED="false")
+    assert requests.get(alone.url + "/api/media", headers=client).status_code == 401, "per-instance counting"
+
+
 def test_tus_data_path_limit_allows_long_chunked_uploads(start_gateway, tmp_path):
     gateway = start_gateway("local", RATE_LIMIT_REQUESTS="5", TUS_RATE_PER_SECOND="20", TUS_RATE_BURST="40")
     token = register(gateway, "chunky" + uuid.uuid4().hex[:6]).json()["token"]

@@ -123,7 +123,7 @@ class TusHandler(BaseHandler):
         principal = self.require_user()
         if method not in ("GET", "HEAD"):
             # HEAD stays free: tus clients take any refused HEAD as a lost upload and start over
-            self.check_rate_limit("tus", principal.user_id if principal else self.client_ip())
+            await self.check_rate_limit("tus", principal.user_id if principal else self.client_ip())
         upload_id = self.path_args[0] if self.path_args else None
         if upload_id is not None and not _UPLOAD_ID.match(upload_id):
             raise ApiError(404, "upload_not_found", "no such upload")
