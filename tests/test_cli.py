@@ -83,10 +83,14 @@ def test_interrupted_upload_resumes_on_the_next_run(start_gateway, tmp_path):
     url = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if state.exists() and state.read_text().strip():
-            entries = json.loads(state.read_text()).get("_default", {})
-            if entries:
-                url = next(iter(entries.values()))["url"]
+        try:
+            entries = json.loads(state.read_text()).get("_default", {}) if state.exists() else {}
+        except ValueError:
+            entries = {}  # caught mid-write
+        if entries:
+            # tuspy stores None for the file before the upload is created
+            url = next((entry["url"] for entry in entries.values() if entry.get("url")), None)
+            if url:
                 if int(head(url, token).headers.get("Upload-Offset", 0)) >= 2 * MiB:
                     break
         time.sleep(0.05)
