@@ -10,7 +10,8 @@ then into a local folder through the gateway (STORAGE_BACKEND=local) and through
 @tus/server + @tus/file-store.
 
 Prints, for one invocation:
-  * per S3 upload: MB/s, seconds, ratio to direct boto3, and the server's peak RSS (VmHWM of
+  * per S3 upload: MB/s, seconds, ratio to direct boto3, the server's CPU seconds (user + system,
+    all threads) during the upload, and the server's peak RSS (VmHWM of
     the server process over its life), split into its peak while starting and its peak during
     the upload (VmHWM reset through /proc/PID/clear_refs just before the upload; "-" if denied);
   * per local upload: the same without the direct baseline, and the ratio ours/@tus;
@@ -75,6 +76,7 @@ class Result:
     upload_rss_mib: float | None
     identical: bool
     checked: str
+    cpu_seconds: float | None = None  # the server process's CPU time (user + system) during the upload
 
     @property
     def mbps(self) -> float:
@@ -187,16 +189,25 @@ CLIENT = "tus-js-client"  # set by main(): the tus client every server is measur
 
 
 def measured_upload(pid: int, files_url: str, source: Path,
-                    chunk_size: int) -> tuple[float, str, tuple[float, float, float | None]]:
-    """Upload with the chosen client; return seconds, URL and the server's (peak, at start, during upload) RSS."""
+                    chunk_size: int) -> tuple[float, str, tuple[float, float, float | None], float]:
+    """Upload with the chosen client; return seconds, URL, the server's (peak, at start, during upload) RSS
+    and the server's CPU seconds during the upload."""
     start_rss = peak_rss_mib(pid)
     reset = reset_peak_rss(pid)
+    cpu_before = cpu_seconds(pid)
     if CLIENT == "tuspy":
         seconds, url = tuspy_upload(files_url, source, chunk_size)
     else:
         seconds, url = js_upload(files_url, source, chunk_size)
     rss = peak_rss_mib(pid)
-    return seconds, url, (max(rss, start_rss), start_rss, rss if reset else None)
+    return seconds, url, (max(rss, start_rss), start_rss, rss if reset else None), cpu_seconds(pid) - cpu_before
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def files_of_size(folder: Path, size: int) -> list[Path]:
@@ -273,11 +284,11 @@ def run_peer(label: str, peer: "NodePeer | GatewayProcess", source: Path, chunk_
     """Start `peer`, upload `source` through it, check what was stored, stop it."""
     try:
         peer.start()
-        seconds, url, rss = measured_upload(peer.process.pid, peer.files_url, source, chunk_size)
+        seconds, url, rss, cpu = measured_upload(peer.process.pid, peer.files_url, source, chunk_size)
         identical, checked = verify(url)
     finally:
         peer.stop()
-    return Result(label, source.stat().st_size, seconds, *rss, identical, checked)
+    return Result(label, source.stat().st_size, seconds, *rss, identical, checked, cpu)
 
 
 def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path, expected: str,
@@ -335,12 +346,13 @@ def rss_text(value: float | None) -> str:
 def print_rows(results: Iterable[Result], baseline: Result | None) -> None:
     ratio_head = "vs direct" if baseline else ""
     print(f"  {'':30} {'MB/s':>8} {'seconds':>8} {ratio_head:>9} {'peak RSS':>9} {'at start':>9}"
-          f" {'in upload':>9}  byte-identical")
+          f" {'in upload':>9} {'CPU s':>6}  byte-identical")
     for result in results:
         ratio = f"{result.mbps / baseline.mbps:.2f}" if baseline else ""
+        cpu = f"{result.cpu_seconds:.2f}" if result.cpu_seconds is not None else "-"
         print(f"  {result.label:30} {result.mbps:8.1f} {result.seconds:8.1f} {ratio:>9}"
               f" {rss_text(result.rss_mib):>9} {rss_text(result.start_rss_mib):>9} {rss_text(result.upload_rss_mib):>9}"
-              f"  {'yes' if result.identical else 'NO'}")
+              f" {cpu:>6}  {'yes' if result.identical else 'NO'}")
 
 
 def print_checks(results: Iterable[Result]) -> None:
