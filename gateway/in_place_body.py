@@ -51,7 +51,11 @@ def _receiver(delegate: Any) -> InPlaceReceiver | None:
 def install() -> None:
     """Make fixed-length request bodies go straight into in-place receivers (idempotent)."""
     connection = http1connection.HTTP1Connection
-    original = connection._read_fixed_body
+    original = getattr(connection, "_read_fixed_body", None)
+    if original is None or not asyncio.iscoroutinefunction(original):
+        # a Tornado whose body reading differs: keep its own path (every body through data_received)
+        app_log.warning("in-place request bodies are off: this Tornado reads bodies differently")
+        return
     if getattr(original, "in_place", False):
         return
 
