@@ -61,6 +61,7 @@ class Services:
     processor: MediaProcessor
     events: EventBus
     embedded_mongo: EmbeddedMongo | None = None
+    rate_counters: RateCounterRepository | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -156,6 +157,7 @@ class Services:
             processor=processor,
             events=EventBus(),
             embedded_mongo=embedded,
+            rate_counters=counters,
         )
         from gateway.metrics import wire
 
@@ -183,7 +185,8 @@ class Services:
             await asyncio.sleep(self.settings.reaper_interval)
             try:
                 expired = await self.uploads.expire_due()
-                await RateCounterRepository(self.db).sweep()
+                if self.rate_counters is not None:
+                    await self.rate_counters.sweep()
                 if expired:
                     log.info("expired uploads aborted", extra={"count": expired})
             except Exception:  # noqa: BLE001 - the sweep runs again next interval

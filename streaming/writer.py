@@ -113,11 +113,8 @@ class PartWriter:
             assert self._buffer is not None
             n = min(len(view), self._part_size - self._fill)
             self._buffer[self._fill : self._fill + n] = view[:n]
-            self._fill += n
             view = view[n:]
-            if self._fill == self._part_size:
-                await self._send_part()
-        self.received += len(chunk)
+            await self.take_received(n)
 
     def receive_buffer(self, limit: int) -> memoryview | None:
         """Where up to `limit` next body bytes may be received in place, or None.
@@ -134,7 +131,8 @@ class PartWriter:
         return memoryview(self._buffer)[self._fill : self._fill + room]
 
     async def take_received(self, count: int) -> None:
-        """Take the `count` bytes just received into the view of `receive_buffer`."""
+        """Count `count` bytes just placed at the free end of the part buffer (by `write`, or
+        received into the view of `receive_buffer`); send the part once it is full."""
         self._fill += count
         self.received += count
         if self._fill == self._part_size:
