@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
-from bench.upload import memory_mib, peak_rss_mib, start_moto, start_mongo  # noqa: E402
+from bench.upload import memory_mib, peak_rss_mib, start_moto, start_mongo, use_shipped_gateway  # noqa: E402
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port  # noqa: E402
 
@@ -172,6 +172,7 @@ def main() -> int:
     parser.add_argument("--memory-budget", default="192MiB", help="the gateway's UPLOAD_MEMORY_BUDGET")
     args = parser.parse_args()
     payloads = Payloads(_size(args.size))
+    print(use_shipped_gateway())
     print(f"part size {args.part_size}, UPLOAD_MEMORY_BUDGET {args.memory_budget}")
     all_identical = True
     with tempfile.TemporaryDirectory(prefix="bench-concurrent-") as tmp:

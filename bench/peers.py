@@ -17,13 +17,17 @@ Prints, for one invocation:
   * per local upload: the same without the direct baseline, and the ratio ours/@tus;
   * that every stored object is byte-identical to the file (sha256 read back from moto with
     boto3, or of the file on disk);
-  * one summary line per store: ours X MB/s vs @tus/server Y MB/s (ratio), peak RSS of both.
+  * per store, over --rounds rounds: the median MB/s of each server, the ratio of the medians and
+    the range of the per-round ratios, the highest peak RSS of each; for S3, both servers' ratio to
+    the median direct upload.
+The gateway runs from .venv-gateway (its own requirements only, as deployed; made on first use)
+unless GATEWAY_PYTHON names another Python (`current`: this one).
 
 The node servers are installed on first use (npm ci in bench/peers) and run as plain `node`
 processes, so the RSS measured is the server's own.
 
 Usage: python bench/peers.py [--size 1GiB] [--part-size 8MiB] [--chunk-size 0] [--client tus-js-client|tuspy]
-                             [--stores s3,local]
+                             [--stores s3,local] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +57,7 @@ if str(ROOT) not in sys.path:
 from tusclient import client as tus_client  # noqa: E402
 
 from bench.upload import (  # noqa: E402
-    JWT_SECRET, direct_upload, make_file, peak_rss_mib, start_mongo, start_moto, token,
+    JWT_SECRET, direct_upload, make_file, peak_rss_mib, start_mongo, start_moto, token, use_shipped_gateway,
 )
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
@@ -118,13 +123,14 @@ class NodePeer:
 
     def start(self, timeout: float = 30) -> None:
         with open(self.log_path, "ab") as log:
+            logged_before = log.tell()  # the log is appended to by every round: read only this run's lines
             self.process = subprocess.Popen([self.node, str(PEERS / "server.mjs"), self.store],
                                             cwd=PEERS, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"@tus/server exited with {self.process.returncode}:\n{self.log()}")
-            if "listening on" in self.log():
+            if "listening on" in self.log_path.read_bytes()[logged_before:].decode(errors="replace"):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"@tus/server did not start:\n{self.log()}")
@@ -149,7 +155,10 @@ def s3_client(endpoint: str):
 
 def create_buckets(s3, names: Iterable[str]) -> None:
     for name in names:
-        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+        try:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass  # made by an earlier round
 
 
 def sha256_chunks(chunks: Iterable[bytes]) -> str:
@@ -303,7 +312,7 @@ def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path,
                                                  expected))
     empty_bucket(s3, BUCKETS["ours"])
 
-    (folder / "node-tmp").mkdir()
+    (folder / "node-tmp").mkdir(exist_ok=True)
     peer = NodePeer(node, "s3", {"S3_ENDPOINT": endpoint, "S3_BUCKET": BUCKETS["tus"], "AWS_REGION": REGION,
                                  "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                                  "PART_SIZE": str(part_size), "TMPDIR": str(folder / "node-tmp")},
@@ -360,10 +369,20 @@ def print_checks(results: Iterable[Result]) -> None:
         print(f"    sha256 {'matches' if result.identical else 'DIFFERS'}: {result.label}: {result.checked}")
 
 
-def summary(store: str, ours: Result, theirs: Result) -> str:
-    return (f"{store}: ours {ours.mbps:.1f} MB/s vs @tus/server {theirs.mbps:.1f} MB/s "
-            f"(ratio {ours.mbps / theirs.mbps:.2f}), "
-            f"peak RSS ours {ours.rss_mib:.0f} MiB vs theirs {theirs.rss_mib:.0f} MiB")
+def summary(store: str, ours: list[Result], theirs: list[Result], direct: list[Result] | None = None) -> list[str]:
+    """Lines for one store over all rounds: median MB/s, the range of per-round ratios, highest peak RSS."""
+    def median_mbps(results: list[Result]) -> float:
+        return statistics.median(result.mbps for result in results)
+
+    ratios = [a.mbps / b.mbps for a, b in zip(ours, theirs)]
+    lines = [f"{store}: ours {median_mbps(ours):.1f} MB/s vs @tus/server {median_mbps(theirs):.1f} MB/s "
+             f"(medians of {len(ours)}; ratio of medians {median_mbps(ours) / median_mbps(theirs):.2f}, "
+             f"per round {min(ratios):.2f}..{max(ratios):.2f}), "
+             f"peak RSS ours {max(r.rss_mib or 0 for r in ours):.0f} MiB vs theirs {max(r.rss_mib or 0 for r in theirs):.0f} MiB"]
+    if direct:
+        lines.append(f"{' ' * len(store)}  direct boto3 {median_mbps(direct):.1f} MB/s: ours {median_mbps(ours) / median_mbps(direct):.2f}x, "
+                     f"@tus/server {median_mbps(theirs) / median_mbps(direct):.2f}x of direct (ratios of medians)")
+    return lines
 
 
 def main() -> None:
@@ -375,12 +394,15 @@ def main() -> None:
     parser.add_argument("--client", choices=("tus-js-client", "tuspy"), default="tus-js-client",
                         help="the tus client used for every server")
     parser.add_argument("--stores", default="s3,local", help="which of s3,local to compare")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every upload; the summary gives medians (single runs vary by about 20%%)")
     args = parser.parse_args()
     stores = {name.strip() for name in args.stores.split(",")}
     global CLIENT
     CLIENT = args.client
     size, part_size, chunk_size = _size(args.size), _size(args.part_size), _size(args.chunk_size)
     node = ensure_node_modules()
+    print(use_shipped_gateway())
 
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         folder = Path(tmp)
@@ -395,24 +417,32 @@ def main() -> None:
                   f"{'one PATCH' if not chunk_size else 'chunk size ' + args.chunk_size}, part size {args.part_size}")
 
             results: list[Result] = []
+            rounds: dict[str, list[tuple[Result, ...]]] = {"s3": [], "local": []}
+            for number in range(1, args.rounds + 1):
+                if "s3" in stores:
+                    s3_ours, s3_theirs, direct = run_s3(node, folder, endpoint, mongo_uri, source, expected,
+                                                        part_size, chunk_size)
+                    print(f"S3 store (moto), round {number}/{args.rounds}")
+                    print_rows((s3_ours, s3_theirs, direct), direct)
+                    print_checks((s3_ours, s3_theirs, direct))
+                    results += [s3_ours, s3_theirs, direct]
+                    rounds["s3"].append((s3_ours, s3_theirs, direct))
+                if "local" in stores:
+                    local_ours, local_theirs = run_local(node, folder, endpoint, mongo_uri, source, expected,
+                                                         part_size, chunk_size)
+                    print(f"local disk store, round {number}/{args.rounds}")
+                    print_rows((local_ours, local_theirs), None)
+                    print_checks((local_ours, local_theirs))
+                    print(f"  ratio ours/@tus: {local_ours.mbps / local_theirs.mbps:.2f}")
+                    results += [local_ours, local_theirs]
+                    rounds["local"].append((local_ours, local_theirs))
             lines = []
-            if "s3" in stores:
-                s3_ours, s3_theirs, direct = run_s3(node, folder, endpoint, mongo_uri, source, expected,
-                                                    part_size, chunk_size)
-                print("S3 store (moto)")
-                print_rows((s3_ours, s3_theirs, direct), direct)
-                print_checks((s3_ours, s3_theirs, direct))
-                results += [s3_ours, s3_theirs, direct]
-                lines.append(summary("S3   ", s3_ours, s3_theirs))
-            if "local" in stores:
-                local_ours, local_theirs = run_local(node, folder, endpoint, mongo_uri, source, expected,
-                                                     part_size, chunk_size)
-                print("local disk store")
-                print_rows((local_ours, local_theirs), None)
-                print_checks((local_ours, local_theirs))
-                print(f"  ratio ours/@tus: {local_ours.mbps / local_theirs.mbps:.2f}")
-                results += [local_ours, local_theirs]
-                lines.append(summary("local", local_ours, local_theirs))
+            if rounds["s3"]:
+                ours_s3, theirs_s3, direct_s3 = (list(column) for column in zip(*rounds["s3"]))
+                lines += summary("S3   ", ours_s3, theirs_s3, direct_s3)
+            if rounds["local"]:
+                ours_local, theirs_local = (list(column) for column in zip(*rounds["local"]))
+                lines += summary("local", ours_local, theirs_local)
             print("summary")
             for line in lines:
                 print("  " + line)

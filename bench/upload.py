@@ -37,6 +37,34 @@ MiB = 1024 * 1024
 JWT_SECRET = secrets.token_urlsafe(48)
 
 
+SHIPPED_VENV = ROOT / ".venv-gateway"
+
+
+def use_shipped_gateway() -> str:
+    """Make the benches' gateways run from an install holding only the package's own requirements.
+
+    The test venv also holds moto, schemathesis and cryptography, and PyJWT loads cryptography
+    when it is there: that adds about 9 MiB to the gateway's RSS that a deployed gateway (the
+    Docker image installs only `pip install .`) does not have. The venv is made on first use
+    (`pip install -e .`, so it runs this checkout's code) in .venv-gateway. GATEWAY_PYTHON, when
+    set, wins (`GATEWAY_PYTHON=current` runs the gateway with this interpreter). Returns a line
+    that says which Python runs the gateways.
+    """
+    chosen = os.environ.get("GATEWAY_PYTHON", "")
+    if chosen == "current":
+        os.environ["GATEWAY_PYTHON"] = sys.executable
+        return f"gateway runs from {sys.executable} (this interpreter)"
+    if chosen:
+        return f"gateway runs from {chosen} (GATEWAY_PYTHON)"
+    python = SHIPPED_VENV / "bin" / "python"
+    if not python.exists():
+        print("making .venv-gateway (pip install -e . only) for the gateway under test ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(SHIPPED_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT)], check=True)
+    os.environ["GATEWAY_PYTHON"] = str(python)
+    return "gateway runs from .venv-gateway (pip install -e . only, as deployed)"
+
+
 def make_file(path: Path, size: int) -> None:
     block = os.urandom(4 * MiB)
     with open(path, "wb") as fh:
@@ -141,6 +169,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating gateway/direct rounds on S3")
     args = parser.parse_args()
     size, part_size = _size(args.size), _size(args.part_size)
+    print(use_shipped_gateway())
 
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
         folder = Path(tmp)

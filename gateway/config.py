@@ -59,6 +59,8 @@ class Settings:
     host: str = option("HOST", "127.0.0.1", "Address to listen on (0.0.0.0 in containers).")
     port: int = option("PORT", 3000, "TCP port of the HTTP server.", int)
     data_dir: str = option("DATA_DIR", "./data", "Folder for the local object store, the embedded MongoDB file and generated secrets.")
+    file_sha256: bool = option("FILE_SHA256", True, "Compute each finished file's sha256 while it streams (about 0.5 CPU s per GiB); false leaves the media's sha256 empty.", _bool)
+    local_direct_io: bool = option("LOCAL_DIRECT_IO", True, "Local store: write whole parts with O_DIRECT (no page-cache copy); falls back to buffered writes where the file system refuses it.", _bool)
     public_url: str = option("PUBLIC_URL", "", "Base URL clients reach the gateway at (for Location headers behind proxies); empty: taken from the request.")
     trusted_proxy_hops: int = option("TRUSTED_PROXY_HOPS", 0, "Number of reverse proxies (e.g. 1 behind an ALB) whose X-Forwarded-For/-Proto entries are trusted.", int)
     max_header_size: int = option("MAX_HEADER_SIZE", 64 * 1024, "Largest accepted request head in bytes.", _size)

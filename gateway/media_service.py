@@ -21,8 +21,9 @@ def _iso(ts: float | None) -> str | None:
 
 class MediaService:
     def __init__(self, store: ObjectStore, media: MediaRepository, uploads: UploadRepository,
-                 signer: UrlSigner, url_ttl: int) -> None:
+                 signer: UrlSigner, url_ttl: int, *, file_sha256: bool = True) -> None:
         self.store = store
+        self.file_sha256 = file_sha256  # when on, an item without its sha256 is processed to get it
         self.media = media
         self.uploads = uploads
         self.signer = signer
@@ -45,7 +46,8 @@ class MediaService:
             created_at=record.completed_at or time.time(),
             source=record.metadata.get("source") or "tus",
             sha256=record.sha256,
-            status=PROCESSING if category in ("images", "videos") or record.sha256 is None else READY,
+            status=PROCESSING if category in ("images", "videos") or (record.sha256 is None and self.file_sha256)
+            else READY,
         )
         item = await self.media.insert(item)
         log.info("media registered", extra={"media_id": item.id, "category": item.category, "size": item.size})

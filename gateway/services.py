@@ -109,9 +109,11 @@ class Services:
                 part_size=settings.part_size,
                 window=parts_in_flight(settings),
                 expiration=settings.upload_expiration,
+                file_sha256=settings.file_sha256,
             ),
         )
-        media = MediaService(store, media_repo, repo, UrlSigner(jwt_secret), settings.signed_url_ttl)
+        media = MediaService(store, media_repo, repo, UrlSigner(jwt_secret), settings.signed_url_ttl,
+                             file_sha256=settings.file_sha256)
         uploads.completion_hooks.append(media.on_upload_complete)
         uploads.type_allowed = lambda detected: (detected.category in settings.allowed_types
                                                  or detected.mime in settings.allowed_types)
@@ -121,6 +123,7 @@ class Services:
             max_image_pixels=settings.max_image_pixels, max_image_bytes=settings.max_image_bytes,
             max_video_duration=settings.max_video_duration, subprocess_memory=settings.processing_memory,
             thumbnail_width=int(width), thumbnail_height=int(height), executor_kind=settings.processing_executor,
+            file_sha256=settings.file_sha256,
         ), source_url=lambda item: media.internal_url(item, internal_base_url(settings)))
 
         async def process_new_media(record) -> None:
@@ -240,4 +243,4 @@ def build_store(settings: Settings, executor: ThreadPoolExecutor, on_call=None) 
             max_connections=settings.s3_max_workers,
             on_call=on_call,
         )
-    return LocalStore(Path(settings.data_dir) / "store", executor)
+    return LocalStore(Path(settings.data_dir) / "store", executor, direct_io=settings.local_direct_io)

@@ -41,6 +41,7 @@ class ProcessingLimits:
     thumbnail_width: int
     thumbnail_height: int
     executor_kind: str  # "process" or "thread"
+    file_sha256: bool = True  # hash the stored object when the upload could not
 
 
 def _worker_init(memory_bytes: int) -> None:
@@ -156,7 +157,7 @@ class MediaProcessor:
 
     async def _process(self, item: MediaItem) -> dict[str, Any]:
         changes: dict[str, Any] = {}
-        if item.sha256 is None:
+        if item.sha256 is None and self.limits.file_sha256:
             changes["sha256"] = await self._sha256(item)
         if item.category == "images":
             changes.update(await self._image(item))

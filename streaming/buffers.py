@@ -9,11 +9,21 @@ process inside its memory limit however many uploads run at once.
 from __future__ import annotations
 
 import asyncio
+import mmap
 from collections import defaultdict
 
 
+def aligned_buffer(size: int) -> mmap.mmap:
+    """A writable buffer of `size` bytes that starts on a page boundary (anonymous memory).
+
+    Page alignment lets a store hand the buffer to the kernel for direct I/O; the
+    memory goes back to the system as soon as the buffer is dropped.
+    """
+    return mmap.mmap(-1, size)
+
+
 class BufferPool:
-    """Hands out bytearrays of a requested size while their total stays within `budget` bytes.
+    """Hands out page-aligned buffers (`aligned_buffer`) of a requested size while their total stays within `budget` bytes.
 
     Released buffers are kept for reuse (they count against the budget while
     kept); kept buffers of another size are dropped when room is needed.
@@ -22,7 +32,7 @@ class BufferPool:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self._in_use = 0
-        self._kept: dict[int, list[bytearray]] = defaultdict(list)
+        self._kept: dict[int, list[mmap.mmap]] = defaultdict(list)
         self._kept_bytes = 0
         self._changed = asyncio.Condition()
 
@@ -44,7 +54,7 @@ class BufferPool:
                     break
         return True
 
-    async def acquire(self, size: int) -> bytearray:
+    async def acquire(self, size: int) -> mmap.mmap:
         """A buffer of exactly `size` bytes (contents unspecified); waits while the budget is spent."""
         async with self._changed:
             await self._changed.wait_for(lambda: self._room_for(size))
@@ -53,9 +63,9 @@ class BufferPool:
             if kept:
                 self._kept_bytes -= size
                 return kept.pop()
-        return bytearray(size)
+        return aligned_buffer(size)
 
-    async def release(self, buffer: bytearray) -> None:
+    async def release(self, buffer: mmap.mmap) -> None:
         """Give `buffer` back; it may be handed out again."""
         async with self._changed:
             size = len(buffer)

@@ -54,6 +54,7 @@ class UploadLimits:
     part_size: int
     window: int
     expiration: int
+    file_sha256: bool = True  # compute each finished file's sha256 while it streams
 
 
 class UploadService:
@@ -94,7 +95,10 @@ class UploadService:
         return time.time() + self.limits.expiration
 
     def hash_state(self, record: UploadRecord) -> Any:
-        """A sha256 object covering parts 1..parts_count of `record`, or None if unknown here."""
+        """A sha256 object covering parts 1..parts_count of `record`, or None if unknown here
+        (always None when file digests are off)."""
+        if not self.limits.file_sha256:
+            return None
         if record.parts_count == 0:
             return hashlib.sha256()
         kept = self._hashes.get(record.id)
@@ -347,7 +351,7 @@ class UploadService:
 
         `hasher` (sha256 of the committed parts, if known) gives the file's sha256.
         """
-        if hasher is None and record.parts_count == 0:
+        if hasher is None and record.parts_count == 0 and self.limits.file_sha256:
             hasher = hashlib.sha256()
         if hasher is not None:
             await asyncio.get_running_loop().run_in_executor(None, hasher.update, last)

@@ -2,9 +2,11 @@
 
 A `PartWriter` fills a part buffer from the request body. Each full part is
 sent to the store while the next one fills, with at most `window` parts in
-flight; each part is committed to MongoDB as soon as it and every part before
-it are durable, so the stored offset never counts a byte the store does not
-hold and a crash loses at most the parts not yet durable. When the body ends
+flight (a part is in flight, holding its buffer, until it is stored and hashed);
+each part is committed to MongoDB as soon as it and every part before it are
+durable, so the stored offset never counts a byte the store does not hold and a
+crash loses at most the parts not yet durable. At most `window` more stored
+parts may wait for their commit. When the body ends
 (or the client goes away) the bytes too few for a part are stored as the
 upload's tail object and counted in the offset; the next writer starts from
 that tail. When the last byte arrives the upload is completed.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import uuid
 from collections import deque
 from typing import TYPE_CHECKING
@@ -45,11 +48,14 @@ class PartWriter:
         self._lease = lease
         self._limit = limit
         self._part_size = record.part_size
-        self._buffer: bytearray | None = None
+        self._buffer: mmap.mmap | None = None
         self._fill = 0
         self._durable_in_buffer = record.tail_size
         self._next_number = record.parts_count + 1
+        # per part sent and not yet committed: its task (done once committed) and a future
+        # done once its buffer is back (stored and hashed, or failed)
         self._tasks: deque[asyncio.Future] = deque()
+        self._released: deque[asyncio.Future] = deque()
         self._failure: BaseException | None = None
         self._finished: asyncio.Future | None = None
         self._opened = False
@@ -141,16 +147,26 @@ class PartWriter:
     async def _send_part(self) -> None:
         if self._record.multipart_id is None:
             self._record = await self._service.start_multipart(self._record, bytes(self._buffer[:4096]))
-        while len(self._tasks) >= self._service.window:
-            await asyncio.wait([self._tasks[0]])
+        window = self._service.window
+        while self._released and self._released[0].done():
+            self._released.popleft()
+        while len(self._released) >= window or len(self._tasks) >= 2 * window:
+            waiting = self._released[0] if len(self._released) >= window else self._tasks[0]
+            await asyncio.wait([waiting])
             if self._failure is not None:
                 raise self._failure
+            while self._released and self._released[0].done():
+                self._released.popleft()
         buffer, size = self._buffer, self._fill
         self._buffer, self._fill, self._durable_in_buffer = None, 0, 0
         number = self._next_number
         self._next_number += 1
         previous = self._tasks[-1] if self._tasks else None
-        task = asyncio.ensure_future(self._upload_and_commit(number, buffer, size, previous))
+        previous_released = self._released[-1] if self._released else None
+        released = asyncio.get_running_loop().create_future()
+        self._released.append(released)
+        task = asyncio.ensure_future(
+            self._upload_and_commit(number, buffer, size, previous, previous_released, released))
         task.add_done_callback(self._part_done)
         self._tasks.append(task)
         self._buffer = await self._service.buffers.acquire(self._part_size)
@@ -161,9 +177,14 @@ class PartWriter:
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())
 
-    async def _upload_and_commit(self, number: int, buffer: bytearray, size: int, previous: asyncio.Future | None) -> None:
+    async def _upload_and_commit(self, number: int, buffer: mmap.mmap, size: int, previous: asyncio.Future | None,
+                                 previous_released: asyncio.Future | None, released: asyncio.Future) -> None:
+        """Store part `number`, hash it after the part before it, give its buffer back (then
+        `released` is done), and commit it once the part before it is committed."""
         record = self._record
         self._service.count(self._service.part_observers, 1)
+        hashed = False
+        snapshot = None
         try:
             try:
                 etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number,
@@ -172,15 +193,20 @@ class PartWriter:
                 raise StorageFailure(f"storing part {number} failed: {exc}") from exc
             finally:
                 self._service.count(self._service.part_observers, -1)
-            if previous is not None:
-                await previous
-            snapshot = None
-            if self._hasher is not None:
-                # in part order (after the previous part), off the event loop
-                await asyncio.get_running_loop().run_in_executor(None, self._hasher.update, memoryview(buffer)[:size])
-                snapshot = self._hasher.copy()
+            # the running hash takes the parts in order: only after the part before was hashed
+            if previous_released is None or await asyncio.shield(previous_released):
+                if self._hasher is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, self._hasher.update, memoryview(buffer)[:size])
+                    snapshot = self._hasher.copy()
+                hashed = True
         finally:
             await self._service.buffers.release(buffer)
+            if not released.done():
+                released.set_result(hashed)
+        if previous is not None:
+            await previous  # raises the earlier part's failure: nothing after it is committed
+        if not hashed:
+            raise self._failure or StorageFailure(f"part {number} follows a part that failed")
         if self._lease.lost.is_set():
             raise LeaseLost("the upload's lease was lost")
         part = PartRecord(number, etag, size)

@@ -359,6 +359,27 @@ def test_sha256_is_computed_while_streaming(gateway, user):
     assert rest["sha256"] == sha256(data[: 6 * MiB])
 
 
+def test_file_digests_can_be_turned_off(start_gateway):
+    """FILE_SHA256=false: no digest while streaming nor by processing; plain files are ready at once,
+    images still get their thumbnail, and the bytes are stored as sent."""
+    gateway = start_gateway("local", PART_SIZE="5MiB", FILE_SHA256="false")
+    name = "d" + uuid.uuid4().hex[:10]
+    token = register(gateway, name).json()["token"]
+    account = {"headers": {"Authorization": f"Bearer {token}"}}
+    data = random_bytes(11 * MiB + 5, seed=25)
+    url = create_upload(gateway, token, len(data))
+    assert patch(url, token, 0, data).status_code == 204
+    described = requests.get(f"{gateway.url}/api/media/{url.rsplit('/', 1)[1]}", headers=account["headers"]).json()
+    assert described["sha256"] is None and described["status"] == "ready"
+    assert requests.get(described["url"], timeout=60).content == data
+    image = upload_file(gateway, account, png_bytes(), "green.png").json()
+    deadline = time.monotonic() + 30
+    while image["status"] == "processing" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        image = requests.get(f"{gateway.url}/api/media/{image['id']}", headers=account["headers"]).json()
+    assert image["status"] == "ready" and image["sha256"] is None and image["thumbnailUrl"]
+
+
 def test_odd_numbers_and_strings_are_client_errors(gateway, user):
     assert requests.get(gateway.url + "/api/media", params={"page": "²"}, headers=user["headers"]).status_code == 400
     item = upload_file(gateway, user, b"x").json()

@@ -127,3 +127,49 @@ async def test_missing_objects(store):
     with pytest.raises(ObjectNotFound):
         await read_all(store, f"media/files/{uuid.uuid4().hex}", 0, 10)
     await store.delete_object(f"media/files/{uuid.uuid4().hex}")
+
+
+def _aligned_copy(data: bytes):
+    from streaming.buffers import aligned_buffer
+
+    buffer = aligned_buffer(len(data))
+    buffer[:] = data
+    return buffer
+
+
+@pytest.mark.parametrize("direct_io_refused", [False, True])
+async def test_local_parts_from_aligned_buffers(tmp_path, monkeypatch, direct_io_refused):
+    """Whole parts in page-aligned buffers go to disk with O_DIRECT (the way the part writer
+    sends them), a short last part and a rewritten part included; a file system that refuses
+    O_DIRECT gets the same bytes through buffered writes, and direct I/O is off from then on."""
+    import errno
+    import os
+
+    real_open = os.open
+    direct_opens = []
+
+    def open_spy(path, flags, *args, **kwargs):
+        if flags & os.O_DIRECT:
+            direct_opens.append(path)
+            if direct_io_refused:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_spy)
+    executor = ThreadPoolExecutor(2)
+    store = LocalStore(tmp_path, executor)
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    data = random_bytes(10 * MiB + 4097, seed=13)
+    upload = await store.create_multipart(key, "application/octet-stream")
+    parts = [_aligned_copy(data[i : i + 5 * MiB]) for i in range(0, len(data), 5 * MiB)]
+    await store.upload_part(key, upload, 2, memoryview(_aligned_copy(b"x" * (5 * MiB))), offset=5 * MiB)
+    tokens = [await store.upload_part(key, upload, number, memoryview(parts[number - 1]), offset=(number - 1) * 5 * MiB)
+              for number in (3, 2, 1)][::-1]
+    await store.complete_multipart(key, upload, [PartRef(n + 1, tokens[n], len(parts[n])) for n in range(3)])
+    assert await read_all(store, key, 0, len(data)) == data
+    if direct_io_refused:
+        assert len(direct_opens) == 1 and not store._direct_io
+    else:
+        assert len(direct_opens) == 3  # the two whole parts and the rewrite; the 4097-byte part is buffered
+    await store.close()
+    executor.shutdown()

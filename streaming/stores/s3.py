@@ -37,11 +37,12 @@ def _part_entry(number: int, token: str) -> dict[str, Any]:
 
 
 class MemoryReader(io.RawIOBase):
-    """A seekable, read-only file over a memoryview (no copy of the buffer)."""
+    """A seekable, read-only file over a memoryview whose reads are views (no copy of the buffer)."""
 
     def __init__(self, view: memoryview) -> None:
         super().__init__()
-        self._view = view.cast("B") if view.format != "B" else view
+        view = view.cast("B") if view.format != "B" else view
+        self._view = view.toreadonly()
         self._pos = 0
 
     def readable(self) -> bool:
@@ -56,10 +57,16 @@ class MemoryReader(io.RawIOBase):
         self._pos += n
         return n
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> memoryview:  # type: ignore[override]
+        """The next `size` bytes as a read-only view into the buffer, not a copy.
+
+        botocore and urllib3 only hash, measure, concatenate or send what they read,
+        all of which take any bytes-like object, so a part costs no copies however
+        many times it is read (checksum, send, retries).
+        """
         if size is None or size < 0:
             size = len(self._view) - self._pos
-        data = bytes(self._view[self._pos : self._pos + size])
+        data = self._view[self._pos : self._pos + size]
         self._pos += len(data)
         return data
 
