@@ -168,6 +168,8 @@ class PartWriter:
         task = asyncio.ensure_future(
             self._upload_and_commit(number, buffer, size, previous, previous_released, released))
         task.add_done_callback(self._part_done)
+        # a task cancelled before it ran never reaches its `finally`: the parts after it must not wait
+        task.add_done_callback(lambda _: released.done() or released.set_result(False))
         self._tasks.append(task)
         self._buffer = await self._service.buffers.acquire(self._part_size)
 
