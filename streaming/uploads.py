@@ -346,14 +346,16 @@ class UploadService:
             raise TypeNotAllowed(f"files of type {detected.mime} are not accepted")
         return object_key(record.id, detected)
 
-    async def complete(self, record: UploadRecord, last: memoryview, hasher: Any = None) -> UploadRecord:
+    async def complete(self, record: UploadRecord, last: memoryview, hasher: Any = None,
+                       hasher_has_last: bool = False) -> UploadRecord:
         """Store the last bytes, assemble the object and mark the upload complete.
 
-        `hasher` (sha256 of the committed parts, if known) gives the file's sha256.
+        `hasher` (sha256 of the file's bytes before `last`, or of all of them with
+        `hasher_has_last`; None if unknown here) gives the file's sha256.
         """
         if hasher is None and record.parts_count == 0 and self.limits.file_sha256:
-            hasher = hashlib.sha256()
-        if hasher is not None:
+            hasher, hasher_has_last = hashlib.sha256(), False
+        if hasher is not None and not hasher_has_last:
             await asyncio.get_running_loop().run_in_executor(None, hasher.update, last)
         try:
             if record.multipart_id is None:

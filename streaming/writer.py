@@ -2,7 +2,7 @@
 
 A `PartWriter` fills a part buffer from the request body. Each full part is
 sent to the store while the next one fills, with at most `window` parts in
-flight (a part is in flight, holding its buffer, until it is stored and hashed);
+flight (a part is in flight, holding its buffer, until it is stored);
 each part is committed to MongoDB as soon as it and every part before it are
 durable, so the stored offset never counts a byte the store does not hold and a
 crash loses at most the parts not yet durable. At most `window` more stored
@@ -20,7 +20,7 @@ import logging
 import mmap
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metadata.uploads import PartRecord, UploadRecord, VersionConflict
 from streaming.errors import LeaseLost, SizeExceeded, StorageFailure, UploadError
@@ -53,7 +53,7 @@ class PartWriter:
         self._durable_in_buffer = record.tail_size
         self._next_number = record.parts_count + 1
         # per part sent and not yet committed: its task (done once committed) and a future
-        # done once its buffer is back (stored and hashed, or failed)
+        # done once its buffer is back (stored, or failed)
         self._tasks: deque[asyncio.Future] = deque()
         self._released: deque[asyncio.Future] = deque()
         self._failure: BaseException | None = None
@@ -101,6 +101,8 @@ class PartWriter:
                 raise StorageFailure("the upload's stored tail has the wrong size")
             self._buffer[: len(tail)] = tail
             self._fill = len(tail)
+            if self._hasher is not None:
+                self._hasher.update(tail)
         self._opened = True
         self._service.count(self._service.writer_observers, 1)
 
@@ -138,7 +140,13 @@ class PartWriter:
 
     async def take_received(self, count: int) -> None:
         """Count `count` bytes just placed at the free end of the part buffer (by `write`, or
-        received into the view of `receive_buffer`); send the part once it is full."""
+        received into the view of `receive_buffer`); send the part once it is full.
+
+        The bytes go into the file's running sha256 here, while they are still in the CPU's
+        cache: cheaper than hashing whole parts later in another thread.
+        """
+        if self._hasher is not None and count:
+            self._hasher.update(memoryview(self._buffer)[self._fill : self._fill + count])
         self._fill += count
         self.received += count
         if self._fill == self._part_size:
@@ -162,14 +170,14 @@ class PartWriter:
         number = self._next_number
         self._next_number += 1
         previous = self._tasks[-1] if self._tasks else None
-        previous_released = self._released[-1] if self._released else None
+        # the sha256 of parts 1..number, kept once this part is committed
+        snapshot = self._hasher.copy() if self._hasher is not None else None
         released = asyncio.get_running_loop().create_future()
         self._released.append(released)
-        task = asyncio.ensure_future(
-            self._upload_and_commit(number, buffer, size, previous, previous_released, released))
+        task = asyncio.ensure_future(self._upload_and_commit(number, buffer, size, snapshot, previous, released))
         task.add_done_callback(self._part_done)
-        # a task cancelled before it ran never reaches its `finally`: the parts after it must not wait
-        task.add_done_callback(lambda _: released.done() or released.set_result(False))
+        # a task cancelled before it ran never reaches its `finally`: its slot must still free up
+        task.add_done_callback(lambda _: released.done() or released.set_result(None))
         self._tasks.append(task)
         self._buffer = await self._service.buffers.acquire(self._part_size)
 
@@ -179,14 +187,12 @@ class PartWriter:
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())
 
-    async def _upload_and_commit(self, number: int, buffer: mmap.mmap, size: int, previous: asyncio.Future | None,
-                                 previous_released: asyncio.Future | None, released: asyncio.Future) -> None:
-        """Store part `number`, hash it after the part before it, give its buffer back (then
-        `released` is done), and commit it once the part before it is committed."""
+    async def _upload_and_commit(self, number: int, buffer: mmap.mmap, size: int, snapshot: Any,
+                                 previous: asyncio.Future | None, released: asyncio.Future) -> None:
+        """Store part `number`, give its buffer back (then `released` is done), and commit it
+        once the part before it is committed; `snapshot` is the sha256 of parts 1..number."""
         record = self._record
         self._service.count(self._service.part_observers, 1)
-        hashed = False
-        snapshot = None
         try:
             try:
                 etag = await self._service.store.upload_part(record.key or "", record.multipart_id or "", number,
@@ -195,20 +201,12 @@ class PartWriter:
                 raise StorageFailure(f"storing part {number} failed: {exc}") from exc
             finally:
                 self._service.count(self._service.part_observers, -1)
-            # the running hash takes the parts in order: only after the part before was hashed
-            if previous_released is None or await asyncio.shield(previous_released):
-                if self._hasher is not None:
-                    await asyncio.get_running_loop().run_in_executor(None, self._hasher.update, memoryview(buffer)[:size])
-                    snapshot = self._hasher.copy()
-                hashed = True
         finally:
             await self._service.buffers.release(buffer)
             if not released.done():
-                released.set_result(hashed)
+                released.set_result(None)
         if previous is not None:
             await previous  # raises the earlier part's failure: nothing after it is committed
-        if not hashed:
-            raise self._failure or StorageFailure(f"part {number} follows a part that failed")
         if self._lease.lost.is_set():
             raise LeaseLost("the upload's lease was lost")
         part = PartRecord(number, etag, size)
@@ -274,7 +272,7 @@ class PartWriter:
             if record.length is not None and end == record.length:
                 assert self._buffer is not None
                 self._record = await self._service.complete(
-                    record, memoryview(self._buffer)[: self._fill], self._service.hash_state(record))
+                    record, memoryview(self._buffer)[: self._fill], self._hasher, hasher_has_last=True)
             elif self._fill > self._durable_in_buffer:
                 await self._store_tail()
             return self._record

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import JWT_SECRET
-from tests.support import TUS, create_upload, patch, random_bytes, sha256
+from tests.support import TUS, create_upload, patch, random_bytes, raw_patch, sha256, wait_for_offset
 
 MiB = 1024 * 1024
 PASSWORD = "correct-horse-42"
@@ -357,6 +357,20 @@ def test_sha256_is_computed_while_streaming(gateway, user):
     assert described["sha256"] == sha256(data)
     rest = upload_file(gateway, user, data[: 6 * MiB]).json()
     assert rest["sha256"] == sha256(data[: 6 * MiB])
+
+
+def test_sha256_survives_a_cut_off_patch(gateway, user):
+    """A PATCH cut off in the middle of a part (its durable bytes kept as the upload's tail),
+    then a resume from the offset HEAD gives: the file's sha256 still covers every byte once."""
+    data = random_bytes(12 * MiB + 7, seed=26)
+    url = create_upload(gateway, user["token"], len(data))
+    sent = 7 * MiB + 12345  # one whole 5 MiB part and 2 MiB + 12345 bytes of the next
+    sock = raw_patch(url, user["token"], 0, len(data), data[:sent])
+    sock.close()
+    offset = wait_for_offset(url, user["token"], lambda value: value == sent)  # every byte received counts
+    assert patch(url, user["token"], offset, data[offset:]).status_code == 204
+    described = requests.get(f"{gateway.url}/api/media/{url.rsplit('/', 1)[1]}", headers=user["headers"]).json()
+    assert described["sha256"] == sha256(data)
 
 
 def test_file_digests_can_be_turned_off(start_gateway):
