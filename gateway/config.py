@@ -112,7 +112,7 @@ class Settings:
     upload_expiration: int = option("UPLOAD_EXPIRATION", 24 * 3600, "Seconds an unfinished upload lives after its last write (Upload-Expires).", int)
     reaper_interval: float = option("REAPER_INTERVAL", 60.0, "Seconds between sweeps that abort expired uploads.", float)
     part_size: int = option("PART_SIZE", 8 * MiB, "Multipart part size (>= 5 MiB; raised per upload so it fits in 10,000 parts).", _size)
-    parts_in_flight_per_upload: int = option("PARTS_IN_FLIGHT_PER_UPLOAD", 0, "Parts of one upload sent to the store at once while the next fills (0: 4 for S3, where round trips are long, 2 for the local store).", int)
+    parts_in_flight_per_upload: int = option("PARTS_IN_FLIGHT_PER_UPLOAD", 0, "Parts of one upload sent to the store at once while the next fills (0: 3 for S3, where round trips are long, 2 for the local store).", int)
     upload_memory_budget: int = option("UPLOAD_MEMORY_BUDGET", 192 * MiB, "Bytes of part buffers all uploads of the process may hold at once (backpressure beyond).", _size)
     lease_ttl: float = option("LEASE_TTL", 10.0, "Seconds an upload lease lives without renewal (a crashed holder frees it after this).", float)
     lease_wait: float = option("LEASE_WAIT", 12.0, "Seconds a PATCH waits for another holder's lease before answering 423.", float)
@@ -199,7 +199,7 @@ def parts_in_flight(settings: "Settings") -> int:
     """The window of parts in flight per upload: the setting, or by store when it is 0."""
     if settings.parts_in_flight_per_upload:
         return settings.parts_in_flight_per_upload
-    return 4 if settings.storage_backend == "s3" else 2
+    return 3 if settings.storage_backend == "s3" else 2
 
 
 def describe() -> str:

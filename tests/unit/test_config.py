@@ -44,8 +44,8 @@ def test_parts_in_flight_follow_the_store_unless_set():
     from gateway.config import parts_in_flight
 
     assert parts_in_flight(Settings.from_env({})) == 2
-    assert parts_in_flight(Settings.from_env({"STORAGE_BACKEND": "s3", "S3_BUCKET": "media"})) == 4
-    assert parts_in_flight(Settings.from_env({"PARTS_IN_FLIGHT_PER_UPLOAD": "3"})) == 3
+    assert parts_in_flight(Settings.from_env({"STORAGE_BACKEND": "s3", "S3_BUCKET": "media"})) == 3
+    assert parts_in_flight(Settings.from_env({"PARTS_IN_FLIGHT_PER_UPLOAD": "5"})) == 5
     with pytest.raises(ValueError):
         Settings.from_env({"PARTS_IN_FLIGHT_PER_UPLOAD": "-1"})
     for env in ({"REQUEST_CHUNK_SIZE": "1KiB"}, {"PASSWORD_HASH_MEMORY": "1KiB"}, {"PASSWORD_HASH_TIME_COST": "0"}):
