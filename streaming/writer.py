@@ -52,10 +52,11 @@ class PartWriter:
         self._fill = 0
         self._durable_in_buffer = record.tail_size
         self._next_number = record.parts_count + 1
-        # per part sent and not yet committed: its task (done once committed) and a future
-        # done once its buffer is back (stored, or failed)
+        # the task of each part sent and not yet committed; how many of them still hold their
+        # buffer (not yet stored); set whenever one gives its buffer back or a task ends
         self._tasks: deque[asyncio.Future] = deque()
-        self._released: deque[asyncio.Future] = deque()
+        self._storing = 0
+        self._progress = asyncio.Event()
         self._failure: BaseException | None = None
         self._finished: asyncio.Future | None = None
         self._opened = False
@@ -156,15 +157,11 @@ class PartWriter:
         if self._record.multipart_id is None:
             self._record = await self._service.start_multipart(self._record, bytes(self._buffer[:4096]))
         window = self._service.window
-        while self._released and self._released[0].done():
-            self._released.popleft()
-        while len(self._released) >= window or len(self._tasks) >= 2 * window:
-            waiting = self._released[0] if len(self._released) >= window else self._tasks[0]
-            await asyncio.wait([waiting])
+        while self._storing >= window or len(self._tasks) >= 2 * window:
+            self._progress.clear()
+            await self._progress.wait()
             if self._failure is not None:
                 raise self._failure
-            while self._released and self._released[0].done():
-                self._released.popleft()
         buffer, size = self._buffer, self._fill
         self._buffer, self._fill, self._durable_in_buffer = None, 0, 0
         number = self._next_number
@@ -172,12 +169,9 @@ class PartWriter:
         previous = self._tasks[-1] if self._tasks else None
         # the sha256 of parts 1..number, kept once this part is committed
         snapshot = self._hasher.copy() if self._hasher is not None else None
-        released = asyncio.get_running_loop().create_future()
-        self._released.append(released)
-        task = asyncio.ensure_future(self._upload_and_commit(number, buffer, size, snapshot, previous, released))
+        self._storing += 1
+        task = asyncio.ensure_future(self._upload_and_commit(number, buffer, size, snapshot, previous))
         task.add_done_callback(self._part_done)
-        # a task cancelled before it ran never reaches its `finally`: its slot must still free up
-        task.add_done_callback(lambda _: released.done() or released.set_result(None))
         self._tasks.append(task)
         self._buffer = await self._service.buffers.acquire(self._part_size)
 
@@ -186,11 +180,12 @@ class PartWriter:
             self._tasks.remove(task)
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())
+        self._progress.set()
 
     async def _upload_and_commit(self, number: int, buffer: mmap.mmap, size: int, snapshot: Any,
-                                 previous: asyncio.Future | None, released: asyncio.Future) -> None:
-        """Store part `number`, give its buffer back (then `released` is done), and commit it
-        once the part before it is committed; `snapshot` is the sha256 of parts 1..number."""
+                                 previous: asyncio.Future | None) -> None:
+        """Store part `number`, give its buffer back, and commit the part once the part before
+        it is committed; `snapshot` is the sha256 of parts 1..number."""
         record = self._record
         self._service.count(self._service.part_observers, 1)
         try:
@@ -203,8 +198,8 @@ class PartWriter:
                 self._service.count(self._service.part_observers, -1)
         finally:
             await self._service.buffers.release(buffer)
-            if not released.done():
-                released.set_result(None)
+            self._storing -= 1
+            self._progress.set()
         if previous is not None:
             await previous  # raises the earlier part's failure: nothing after it is committed
         if self._lease.lost.is_set():

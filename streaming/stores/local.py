@@ -98,6 +98,17 @@ def _aligned_for_direct_io(data: memoryview, offset: int) -> bool:
     return address % DIRECT_ALIGNMENT == 0
 
 
+def _pwrite_synced(path: Path, data: memoryview, offset: int, flags: int = 0) -> None:
+    """Write `data` at `offset` of `path` (made if missing, opened with extra `flags`) and
+    fdatasync it: the bytes and the file's size are on disk when this returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+    try:
+        _pwrite_all(fd, data, offset)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 def _copy_range(dst, src_path: Path, offset: int, size: int) -> None:
     """Append bytes offset..offset+size of `src_path` to `dst`; StoreError if the file is shorter."""
     with open(src_path, "rb") as src:
@@ -198,39 +209,19 @@ class LocalStore:
         folder = self._existing_upload_dir(upload_id)
         path = folder / self._data_name
         created = not path.exists()
-        if not (self._direct_io and _aligned_for_direct_io(data, offset) and self._pwrite_direct(path, data, offset)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        if self._direct_io and _aligned_for_direct_io(data, offset):
             try:
-                _pwrite_all(fd, data, offset)
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+                _pwrite_synced(path, data, offset, os.O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._direct_io = False  # the file system refuses direct I/O: buffered from now on
+                _pwrite_synced(path, data, offset)
+        else:
+            _pwrite_synced(path, data, offset)
         if created:
             _fsync_dir(folder)
         return f"{IN_PLACE}{self._data_name}:{offset}:{len(data)}:{uuid.uuid4().hex[:8]}"
-
-    def _pwrite_direct(self, path: Path, data: memoryview, offset: int) -> bool:
-        """Write `data` at `offset` of `path` with O_DIRECT and fdatasync it (for the file's size
-        and the disk's cache). False, with nothing promised written, when the file system
-        refuses direct I/O; direct I/O is then off for this store."""
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            self._direct_io = False
-            return False
-        try:
-            _pwrite_all(fd, data, offset)
-            os.fdatasync(fd)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            self._direct_io = False
-            return False
-        finally:
-            os.close(fd)
-        return True
 
     async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:
         etag = uuid.uuid4().hex
