@@ -173,3 +173,30 @@ async def test_local_parts_from_aligned_buffers(tmp_path, monkeypatch, direct_io
         assert len(direct_opens) == 3  # the two whole parts and the rewrite; the 4097-byte part is buffered
     await store.close()
     executor.shutdown()
+
+
+async def test_local_completion_after_a_restart_copies_only_the_later_parts(tmp_path):
+    """Parts written in place by one store instance, then (after a restart: a new instance with
+    its own data file) by another: completion keeps the first instance's data file as the object
+    and copies in only the later parts, and the object is the parts in order."""
+    import os
+
+    executor = ThreadPoolExecutor(2)
+    before, after = LocalStore(tmp_path, executor), LocalStore(tmp_path, executor)
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    data = random_bytes(17 * MiB + 5, seed=14)
+    view = memoryview(data)
+    upload = await before.create_multipart(key, "application/octet-stream")
+    tokens = [await before.upload_part(key, upload, 1, view[: 5 * MiB], offset=0),
+              await before.upload_part(key, upload, 2, view[5 * MiB : 10 * MiB], offset=5 * MiB)]
+    await before.upload_part(key, upload, 3, memoryview(b"s" * (5 * MiB)), offset=10 * MiB)  # not committed
+    first_file = next((tmp_path / "multipart" / upload).glob("data-*"))
+    inode = first_file.stat().st_ino
+    tokens += [await after.upload_part(key, upload, 3, view[10 * MiB : 15 * MiB], offset=10 * MiB),
+               await after.upload_part(key, upload, 4, view[15 * MiB :], offset=15 * MiB)]
+    sizes = [5 * MiB, 5 * MiB, 5 * MiB, len(data) - 15 * MiB]
+    await after.complete_multipart(key, upload, [PartRef(n + 1, tokens[n], sizes[n]) for n in range(4)])
+    assert await read_all(after, key, 0, len(data)) == data
+    assert os.stat(tmp_path / "objects" / key).st_ino == inode  # renamed, not rebuilt
+    assert not (tmp_path / "multipart" / upload).exists()
+    executor.shutdown()

@@ -10,8 +10,10 @@ Every write is fsynced before its part token is returned (parts written in place
 go around the page cache with O_DIRECT when their memory, length and position are
 block-aligned, which spares the copy and most of the sync); files are written to a
 temporary name and renamed, so a crash leaves either the old state or the new one.
-Parts written in place make completion a rename when they tile one data file from
-byte 0; otherwise completion copies the parts into the object in order.
+Completion renames the data file that holds the first part into the object, after
+copying in only the parts that are not already at their place in it (parts another
+instance wrote, or this one before a restart, or parts of unknown position); with
+no such file it copies all parts into a new file, in order.
 """
 
 from __future__ import annotations
@@ -47,22 +49,6 @@ def _write_durably(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def _append_file(dst, src_path: Path) -> None:
-    with open(src_path, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
-        copied = 0
-        while copied < size:
-            try:
-                n = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
-            except OSError:
-                n = 0
-            if n == 0:
-                src.seek(copied)
-                shutil.copyfileobj(src, dst, 1024 * 1024)
-                return
-            copied += n
 
 
 IN_PLACE = "@"  # part tokens of parts written in place: "@<data file>:<offset>:<size>:<nonce>"
@@ -133,17 +119,41 @@ def _copy_range(dst, src_path: Path, offset: int, size: int) -> None:
             copied += n
 
 
-def _tiles_one_file(pieces: Sequence[tuple[Path, int, int | None]]) -> bool:
-    """Whether `pieces` are regions of one file that follow each other from byte 0."""
-    if not pieces or any(size is None for _, _, size in pieces):
-        return False
-    first = pieces[0][0]
+def _copy_into(dst_fd: int, src_path: Path, src_offset: int, size: int, dst_offset: int) -> None:
+    """Copy bytes src_offset..src_offset+size of `src_path` to dst_offset of `dst_fd`;
+    StoreError if the source is shorter."""
+    with open(src_path, "rb") as src:
+        if os.fstat(src.fileno()).st_size < src_offset + size:
+            raise StoreError(f"{src_path.name} is shorter than {src_offset + size} bytes")
+        copied = 0
+        while copied < size:
+            try:
+                n = os.copy_file_range(src.fileno(), dst_fd, size - copied, src_offset + copied, dst_offset + copied)
+            except OSError:
+                n = 0
+            if n == 0:  # no copy_file_range here (or across file systems): read and write
+                chunk = os.pread(src.fileno(), min(size - copied, 1024 * 1024), src_offset + copied)
+                if not chunk:
+                    raise StoreError(f"{src_path.name} is shorter than expected")
+                _pwrite_all(dst_fd, memoryview(chunk), dst_offset + copied)
+                n = len(chunk)
+            copied += n
+
+
+def _base_file(pieces: Sequence[tuple[Path, int, int]]) -> Path | None:
+    """The data file that can become the object: it holds the first part at byte 0 and every
+    part it holds lies at its own place in the object. None when there is no such file."""
+    if not pieces or pieces[0][1] != 0:
+        return None
+    base = pieces[0][0]
+    if not base.name.startswith("data-"):
+        return None
     position = 0
     for path, start, size in pieces:
-        if path != first or start != position:
-            return False
-        position += size or 0
-    return True
+        if path == base and start != position:
+            return None
+        position += size
+    return base
 
 
 class LocalStore:
@@ -247,7 +257,7 @@ class LocalStore:
 
         def assemble() -> None:
             folder = self._existing_upload_dir(upload_id)
-            pieces: list[tuple[Path, int, int | None]] = []  # (file, offset, size or None for the whole file)
+            pieces: list[tuple[Path, int, int]] = []  # (file, offset, size)
             for part in parts:
                 placed = _in_place(part.etag)
                 if placed is None:
@@ -257,30 +267,33 @@ class LocalStore:
                     path = folder / name
                 if not path.exists():
                     raise StoreError(f"part {part.number} with token {part.etag} is missing")
-                pieces.append((path, start, size))
+                pieces.append((path, start, path.stat().st_size if size is None else size))
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            if _tiles_one_file(pieces):
-                # the parts lie in order in one data file from byte 0: it becomes the object
-                end = sum(size or 0 for _, _, size in pieces)
-                path = pieces[0][0] if pieces else None
-                if path is None:
-                    _write_durably(tmp, [])
-                else:
-                    with open(path, "r+b") as fh:
-                        fh.truncate(end)
-                        os.fsync(fh.fileno())
-                    os.replace(path, tmp)
+            base = _base_file(pieces)
+            if base is not None:
+                # the data file holding the first part becomes the object: only the parts that are
+                # not already at their place in it (written by another instance, or before a
+                # restart, or of unknown position) are copied in
+                fd = os.open(base, os.O_WRONLY)
+                try:
+                    position = 0
+                    for path, start, size in pieces:
+                        if path != base:
+                            _copy_into(fd, path, start, size, position)
+                        position += size
+                    os.ftruncate(fd, position)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(base, target)
             else:
+                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
                 with open(tmp, "wb") as dst:
                     for path, start, size in pieces:
-                        if size is None:
-                            _append_file(dst, path)
-                        else:
-                            _copy_range(dst, path, start, size)
+                        _copy_range(dst, path, start, size)
                     dst.flush()
                     os.fsync(dst.fileno())
-            os.replace(tmp, target)
+                os.replace(tmp, target)
             _fsync_dir(target.parent)
             shutil.rmtree(folder, ignore_errors=True)
 
