@@ -200,3 +200,31 @@ async def test_local_completion_after_a_restart_copies_only_the_later_parts(tmp_
     assert os.stat(tmp_path / "objects" / key).st_ino == inode  # renamed, not rebuilt
     assert not (tmp_path / "multipart" / upload).exists()
     executor.shutdown()
+
+
+async def test_local_completion_without_copy_file_range(tmp_path, monkeypatch):
+    """Where copy_file_range is refused (another file system, an old kernel), parts are copied
+    by reading and writing: a part of unknown position between parts written in place, and a
+    copied part, still give the bytes in order."""
+    import errno
+    import os
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    executor = ThreadPoolExecutor(2)
+    store = LocalStore(tmp_path, executor)
+    source = f"media/files/{uuid.uuid4().hex}.bin"
+    data = random_bytes(13 * MiB + 1, seed=15)
+    await store.put_object(source, data)
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    upload = await store.create_multipart(key, "application/octet-stream")
+    view = memoryview(data)
+    parts = [await store.upload_part(key, upload, 1, view[: 5 * MiB], offset=0),
+             await store.upload_part(key, upload, 2, view[5 * MiB : 10 * MiB]),
+             await store.copy_part(key, upload, 3, source, 10 * MiB, len(data) - 1)]
+    sizes = [5 * MiB, 5 * MiB, len(data) - 10 * MiB]
+    await store.complete_multipart(key, upload, [PartRef(n + 1, parts[n], sizes[n]) for n in range(3)])
+    assert await read_all(store, key, 0, len(data)) == data
+    executor.shutdown()

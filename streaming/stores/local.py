@@ -95,30 +95,6 @@ def _pwrite_synced(path: Path, data: memoryview, offset: int, flags: int = 0) ->
         os.close(fd)
 
 
-def _copy_range(dst, src_path: Path, offset: int, size: int) -> None:
-    """Append bytes offset..offset+size of `src_path` to `dst`; StoreError if the file is shorter."""
-    with open(src_path, "rb") as src:
-        if os.fstat(src.fileno()).st_size < offset + size:
-            raise StoreError(f"{src_path.name} is shorter than {offset + size} bytes")
-        copied = 0
-        while copied < size:
-            try:
-                n = os.copy_file_range(src.fileno(), dst.fileno(), size - copied, offset + copied)
-            except OSError:
-                n = 0
-            if n == 0:
-                src.seek(offset + copied)
-                left = size - copied
-                while left:
-                    chunk = src.read(min(left, 1024 * 1024))
-                    if not chunk:
-                        raise StoreError(f"{src_path.name} is shorter than expected")
-                    dst.write(chunk)
-                    left -= len(chunk)
-                return
-            copied += n
-
-
 def _copy_into(dst_fd: int, src_path: Path, src_offset: int, size: int, dst_offset: int) -> None:
     """Copy bytes src_offset..src_offset+size of `src_path` to dst_offset of `dst_fd`;
     StoreError if the source is shorter."""
@@ -244,8 +220,7 @@ class LocalStore:
             if not source.is_file():
                 raise ObjectNotFound(source_key)
             with open(tmp, "wb") as dst:
-                _copy_range(dst, source, first, last - first + 1)
-                dst.flush()
+                _copy_into(dst.fileno(), source, first, last - first + 1, 0)
                 os.fsync(dst.fileno())
             os.replace(tmp, target)
 
@@ -289,9 +264,10 @@ class LocalStore:
             else:
                 tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
                 with open(tmp, "wb") as dst:
+                    position = 0
                     for path, start, size in pieces:
-                        _copy_range(dst, path, start, size)
-                    dst.flush()
+                        _copy_into(dst.fileno(), path, start, size, position)
+                        position += size
                     os.fsync(dst.fileno())
                 os.replace(tmp, target)
             _fsync_dir(target.parent)
