@@ -102,8 +102,8 @@ class PartWriter:
                 raise StorageFailure("the upload's stored tail has the wrong size")
             self._buffer[: len(tail)] = tail
             self._fill = len(tail)
-            if self._hasher is not None:
-                self._hasher.update(tail)
+            if self._hasher is not None:  # up to a part: off the event loop
+                await asyncio.get_running_loop().run_in_executor(None, self._hasher.update, tail)
         self._opened = True
         self._service.count(self._service.writer_observers, 1)
 
