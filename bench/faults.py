@@ -319,6 +319,21 @@ def resume(url: str, token: str, data: bytes, timeout: float = 120) -> Answer:
         time.sleep(float(answer.headers.get("Retry-After", "0.5")) if answer.status in (423, 503) else 0.3)
 
 
+def resume_and_verify(url: str, token: str, data: bytes, checks: list[str]) -> bool:
+    """Resume the upload to its end, compare the download with `data`, then delete the upload.
+    Adds what went wrong to `checks`; True when the download is byte-identical."""
+    answer = resume(url, token, data)
+    identical = False
+    if answer.status != 204:
+        checks.append(f"resume answered {answer.label}")
+    elif download_sha256(url, token) != sha256(data):
+        checks.append("download differs from the file sent")
+    else:
+        identical = True
+    call("DELETE", url, token)
+    return identical
+
+
 def payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -441,12 +456,7 @@ def scenario_kill(stack: Stack, trials: int, size: int, part_size: int, rng: ran
         checks = []
         if not before <= after <= sent:
             checks.append(f"offset {after} outside [{before}, {sent}]")
-        answer = resume(url, token, data)
-        if answer.status != 204:
-            checks.append(f"resume answered {answer.label}")
-        elif download_sha256(url, token) != sha256(data):
-            checks.append("download differs from the file sent")
-        call("DELETE", url, token)
+        resume_and_verify(url, token, data, checks)
         resent.append(sent - after)
         if checks:
             problems.append(f"trial {trial}: " + "; ".join(checks))
@@ -616,14 +626,7 @@ def scenario_mongo(stack: Stack, trials: int, size: int, part_size: int, outage:
             checks.append(f"offset {offset} outside [{first}, {first + stream.sent}]")
         else:
             offsets_ok += 1
-        answer = resume(url, token, data)
-        if answer.status != 204:
-            checks.append(f"resume answered {answer.label}")
-        elif download_sha256(url, token) != sha256(data):
-            checks.append("download differs from the file sent")
-        else:
-            identical += 1
-        call("DELETE", url, token)
+        identical += resume_and_verify(url, token, data, checks)
         if checks:
             problems.append(f"trial {trial} ({mode}): " + "; ".join(checks))
         else:
