@@ -11,12 +11,17 @@ then into a local folder through the gateway (STORAGE_BACKEND=local) and through
 
 Prints, for one invocation:
   * per S3 upload: MB/s, seconds, ratio to direct boto3, the server's CPU seconds (user + system,
-    all threads) during the upload, and the server's peak RSS (VmHWM of
+    all threads) during the upload, how long its threads waited for a CPU while ready to run
+    ("waited s", from /proc/PID/task/*/schedstat: a server starved of CPU by the other processes
+    on the machine shows it here), how busy the whole machine's CPUs were ("host busy", also
+    for the direct upload), and the server's peak RSS (VmHWM of
     the server process over its life), split into its peak while starting and its peak during
     the upload (VmHWM reset through /proc/PID/clear_refs just before the upload; "-" if denied);
   * per local upload: the same without the direct baseline, and the ratio ours/@tus;
   * that every stored object is byte-identical to the file (sha256 read back from moto with
     boto3, or of the file on disk);
+  * before round 1, one unmeasured direct upload warms moto up (a fresh moto's first large upload
+    is slower, and the gateway goes first in every round);
   * per store, over --rounds rounds: the median MB/s of each server, the ratio of the medians and
     the range of the per-round ratios, the highest peak RSS of each; for S3, both servers' ratio to
     the median direct upload.
@@ -65,6 +70,7 @@ from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
 MiB = 1024 * 1024
 REGION = "eu-west-2"
 BUCKETS = {"ours": "bench-ours", "tus": "bench-tus", "direct": "bench-direct"}
+WARM_UP_BUCKET = "bench-warm-up"
 NODE_PACKAGES = ("@tus/server", "@tus/s3-store", "@tus/file-store", "tus-js-client")
 Check = Callable[[str], tuple[bool, str]]  # upload URL -> (byte-identical, what was read back)
 
@@ -82,6 +88,8 @@ class Result:
     identical: bool
     checked: str
     cpu_seconds: float | None = None  # the server process's CPU time (user + system) during the upload
+    waited_seconds: float | None = None  # time its threads were ready to run but had no CPU, during the upload
+    host_busy: float | None = None  # share of all the machine's CPU time that was busy during the upload
 
     @property
     def mbps(self) -> float:
@@ -198,18 +206,22 @@ CLIENT = "tus-js-client"  # set by main(): the tus client every server is measur
 
 
 def measured_upload(pid: int, files_url: str, source: Path,
-                    chunk_size: int) -> tuple[float, str, tuple[float, float, float | None], float]:
+                    chunk_size: int) -> tuple[float, str, tuple[float, float, float | None], tuple[float, ...]]:
     """Upload with the chosen client; return seconds, URL, the server's (peak, at start, during upload) RSS
-    and the server's CPU seconds during the upload."""
+    and, for the upload, the server's CPU seconds, its threads' run-queue wait and the host's busy share."""
     start_rss = peak_rss_mib(pid)
     reset = reset_peak_rss(pid)
-    cpu_before = cpu_seconds(pid)
+    cpu_before, waited_before, host_before = cpu_seconds(pid), run_queue_waits(pid), host_cpu_times()
     if CLIENT == "tuspy":
         seconds, url = tuspy_upload(files_url, source, chunk_size)
     else:
         seconds, url = js_upload(files_url, source, chunk_size)
     rss = peak_rss_mib(pid)
-    return seconds, url, (max(rss, start_rss), start_rss, rss if reset else None), cpu_seconds(pid) - cpu_before
+    waited_after = run_queue_waits(pid)
+    waited = (sum(total - waited_before.get(thread, 0.0) for thread, total in waited_after.items())
+              if waited_after else None)
+    return (seconds, url, (max(rss, start_rss), start_rss, rss if reset else None),
+            (cpu_seconds(pid) - cpu_before, waited, host_busy_since(host_before)))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -217,6 +229,36 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue_waits(pid: int) -> dict[str, float]:
+    """Seconds each live thread of `pid` has spent ready to run but waiting for a CPU ({} if the
+    kernel keeps no schedstat). Threads that end between two readings drop out of the sum."""
+    waits: dict[str, float] = {}
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return waits
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/schedstat") as fh:
+                waits[thread] = int(fh.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue
+    return waits
+
+
+def host_cpu_times() -> tuple[int, int]:
+    """Busy and total CPU ticks of the whole machine so far (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(value) for value in fh.readline().split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def host_busy_since(before: tuple[int, int]) -> float | None:
+    busy, total = host_cpu_times()
+    return (busy - before[0]) / (total - before[1]) if total > before[1] else None
 
 
 def files_of_size(folder: Path, size: int) -> list[Path]:
@@ -297,7 +339,7 @@ def run_peer(label: str, peer: "NodePeer | GatewayProcess", source: Path, chunk_
         identical, checked = verify(url)
     finally:
         peer.stop()
-    return Result(label, source.stat().st_size, seconds, *rss, identical, checked, cpu)
+    return Result(label, source.stat().st_size, seconds, *rss, identical, checked, *cpu)
 
 
 def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path, expected: str,
@@ -321,11 +363,26 @@ def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path,
                       lambda url: check_objects(s3, BUCKETS["tus"], [upload_id(url)], expected))
     empty_bucket(s3, BUCKETS["tus"])
 
+    host_before = host_cpu_times()
     seconds = direct_upload(endpoint, BUCKETS["direct"], source, part_size)
+    host_busy = host_busy_since(host_before)
     direct = Result("direct boto3 multipart", size, seconds, None, None, None,
-                    *check_objects(s3, BUCKETS["direct"], [f"direct/{source.name}"], expected))
+                    *check_objects(s3, BUCKETS["direct"], [f"direct/{source.name}"], expected), host_busy=host_busy)
     empty_bucket(s3, BUCKETS["direct"])
     return ours, theirs, direct
+
+
+def warm_up_moto(endpoint: str, source: Path, part_size: int) -> float:
+    """One unmeasured direct upload of `source` into moto, then deleted; returns its MB/s.
+
+    A fresh moto takes its first large upload markedly slower than later ones (its heap grows),
+    and the gateway is the first upload of round 1: without this, round 1 would favour the others.
+    """
+    s3 = s3_client(endpoint)
+    create_buckets(s3, [WARM_UP_BUCKET])
+    seconds = direct_upload(endpoint, WARM_UP_BUCKET, source, part_size)
+    empty_bucket(s3, WARM_UP_BUCKET)
+    return source.stat().st_size / seconds / 1e6
 
 
 def run_local(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path, expected: str,
@@ -355,13 +412,15 @@ def rss_text(value: float | None) -> str:
 def print_rows(results: Iterable[Result], baseline: Result | None) -> None:
     ratio_head = "vs direct" if baseline else ""
     print(f"  {'':30} {'MB/s':>8} {'seconds':>8} {ratio_head:>9} {'peak RSS':>9} {'at start':>9}"
-          f" {'in upload':>9} {'CPU s':>6}  byte-identical")
+          f" {'in upload':>9} {'CPU s':>6} {'waited s':>8} {'host busy':>9}  byte-identical")
     for result in results:
         ratio = f"{result.mbps / baseline.mbps:.2f}" if baseline else ""
         cpu = f"{result.cpu_seconds:.2f}" if result.cpu_seconds is not None else "-"
+        waited = f"{result.waited_seconds:.2f}" if result.waited_seconds is not None else "-"
+        busy = f"{result.host_busy:.0%}" if result.host_busy is not None else "-"
         print(f"  {result.label:30} {result.mbps:8.1f} {result.seconds:8.1f} {ratio:>9}"
               f" {rss_text(result.rss_mib):>9} {rss_text(result.start_rss_mib):>9} {rss_text(result.upload_rss_mib):>9}"
-              f" {cpu:>6}  {'yes' if result.identical else 'NO'}")
+              f" {cpu:>6} {waited:>8} {busy:>9}  {'yes' if result.identical else 'NO'}")
 
 
 def print_checks(results: Iterable[Result]) -> None:
@@ -416,6 +475,8 @@ def main() -> None:
             print(f"{args.size} random file, client {args.client}, "
                   f"{'one PATCH' if not chunk_size else 'chunk size ' + args.chunk_size}, part size {args.part_size}")
 
+            if "s3" in stores:
+                print(f"warm-up: one unmeasured direct upload into moto ({warm_up_moto(endpoint, source, part_size):.1f} MB/s)")
             results: list[Result] = []
             rounds: dict[str, list[tuple[Result, ...]]] = {"s3": [], "local": []}
             for number in range(1, args.rounds + 1):
