@@ -63,6 +63,7 @@ from tusclient import client as tus_client  # noqa: E402
 
 from bench.upload import (  # noqa: E402
     JWT_SECRET, direct_upload, make_file, peak_rss_mib, start_mongo, start_moto, token, use_shipped_gateway,
+    warm_up_moto,
 )
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
@@ -70,7 +71,6 @@ from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
 MiB = 1024 * 1024
 REGION = "eu-west-2"
 BUCKETS = {"ours": "bench-ours", "tus": "bench-tus", "direct": "bench-direct"}
-WARM_UP_BUCKET = "bench-warm-up"
 NODE_PACKAGES = ("@tus/server", "@tus/s3-store", "@tus/file-store", "tus-js-client")
 Check = Callable[[str], tuple[bool, str]]  # upload URL -> (byte-identical, what was read back)
 
@@ -370,19 +370,6 @@ def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path,
                     *check_objects(s3, BUCKETS["direct"], [f"direct/{source.name}"], expected), host_busy=host_busy)
     empty_bucket(s3, BUCKETS["direct"])
     return ours, theirs, direct
-
-
-def warm_up_moto(endpoint: str, source: Path, part_size: int) -> float:
-    """One unmeasured direct upload of `source` into moto, then deleted; returns its MB/s.
-
-    A fresh moto takes its first large upload markedly slower than later ones (its heap grows),
-    and the gateway is the first upload of round 1: without this, round 1 would favour the others.
-    """
-    s3 = s3_client(endpoint)
-    create_buckets(s3, [WARM_UP_BUCKET])
-    seconds = direct_upload(endpoint, WARM_UP_BUCKET, source, part_size)
-    empty_bucket(s3, WARM_UP_BUCKET)
-    return source.stat().st_size / seconds / 1e6
 
 
 def run_local(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path, expected: str,

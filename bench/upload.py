@@ -4,7 +4,8 @@ Prints, for one invocation:
   * MB/s of a tus upload (one streamed PATCH, as tus-js-client sends by default) of a
     SIZE file through the gateway into a moto S3 server;
   * MB/s of a direct boto3 multipart upload of the same file, same part size, same server;
-  * their ratio and the gateway's peak RSS;
+  * their ratio and the gateway's peak RSS (rounds alternate, after one unmeasured upload that
+    warms moto up);
   * the gateway's peak RSS for uploads of each --local-sizes file into the local store.
 
 Usage: python bench/upload.py [--size 1GiB] [--local-sizes 256MiB,2GiB] [--part-size 8MiB] [--rounds 3]
@@ -150,6 +151,24 @@ def direct_upload(endpoint: str, bucket: str, path: Path, part_size: int) -> flo
     return time.perf_counter() - started
 
 
+def warm_up_moto(endpoint: str, source: Path, part_size: int) -> float:
+    """One unmeasured direct upload of `source` into moto, then deleted; returns its MB/s.
+
+    A fresh moto takes its first large upload markedly slower than later ones (its heap grows):
+    without this, whichever side goes first in round 1 would be measured against a cold server.
+    """
+    bucket = "bench-warm-up"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
+                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    try:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    seconds = direct_upload(endpoint, bucket, source, part_size)
+    empty_bucket(endpoint, bucket)
+    return source.stat().st_size / seconds / 1e6
+
+
 def empty_bucket(endpoint: str, bucket: str) -> None:
     """Delete every object and unfinished multipart upload in `bucket`."""
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
@@ -186,6 +205,7 @@ def main() -> None:
             gateway = GatewayProcess(dict(env, PORT=str(free_port())), folder / "gw")
             gateway.start()
             gateway_runs, direct_runs = [], []
+            print(f"warm-up: one unmeasured direct upload into moto ({warm_up_moto(endpoint, source, part_size):.1f} MB/s)")
             try:
                 # alternating rounds, moto emptied after each upload: both meet the same server state,
                 # and a slow spell of the machine hits both sides
