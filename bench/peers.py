@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"
@@ -62,8 +61,8 @@ if str(ROOT) not in sys.path:
 from tusclient import client as tus_client  # noqa: E402
 
 from bench.upload import (  # noqa: E402
-    JWT_SECRET, direct_upload, make_file, peak_rss_mib, start_mongo, start_moto, token, use_shipped_gateway,
-    warm_up_moto,
+    JWT_SECRET, direct_upload, make_file, peak_rss_mib, s3_client, start_mongo, start_moto, token,
+    use_shipped_gateway, warm_up_moto,
 )
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
@@ -154,11 +153,6 @@ class NodePeer:
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def s3_client(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
-                        aws_access_key_id="bench", aws_secret_access_key="bench")
 
 
 def create_buckets(s3, names: Iterable[str]) -> None:

@@ -141,9 +141,14 @@ def tus_upload(gateway: GatewayProcess, path: Path) -> float:
     return elapsed
 
 
+def s3_client(endpoint: str):
+    """A boto3 S3 client for the bench's moto server."""
+    return boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
+                        aws_access_key_id="bench", aws_secret_access_key="bench")
+
+
 def direct_upload(endpoint: str, bucket: str, path: Path, part_size: int) -> float:
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
-                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    s3 = s3_client(endpoint)
     config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
     started = time.perf_counter()
     s3.upload_file(str(path), bucket, f"direct/{path.name}", Config=config,
@@ -158,8 +163,7 @@ def warm_up_moto(endpoint: str, source: Path, part_size: int) -> float:
     without this, whichever side goes first in round 1 would be measured against a cold server.
     """
     bucket = "bench-warm-up"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
-                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    s3 = s3_client(endpoint)
     try:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
     except s3.exceptions.BucketAlreadyOwnedByYou:
@@ -171,8 +175,7 @@ def warm_up_moto(endpoint: str, source: Path, part_size: int) -> float:
 
 def empty_bucket(endpoint: str, bucket: str) -> None:
     """Delete every object and unfinished multipart upload in `bucket`."""
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-2",
-                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    s3 = s3_client(endpoint)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for item in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=item["Key"])

@@ -7,7 +7,6 @@ status; clients never see a stack trace.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import contextvars
 import json
 import http
@@ -180,9 +179,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         if kind is None or self.request.method == "OPTIONS":
             return
         limiter = self.services.limiters[kind]
-        decision = limiter.hit(key or self.client_ip())
-        if inspect.isawaitable(decision):
-            decision = await decision
+        decision = await limiter.hit(key or self.client_ip())
         self._rate_headers = decision.headers()
         for name, value in self._rate_headers.items():
             self.set_header(name, value)

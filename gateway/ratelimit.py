@@ -1,7 +1,8 @@
 """Rate limits: fixed windows (like express-rate-limit) and token buckets.
 
-`FixedWindowLimiter` and `TokenBucketLimiter` count in process memory: each instance
-its own requests (memory bounded by `max_keys`). `SharedFixedWindowLimiter` keeps its
+Every limiter answers `await limiter.hit(key)` with a `Decision`.
+`FixedWindowLimiter` and `TokenBucketLimiter` count in process memory (`decide` is their
+synchronous step): each instance its own requests (memory bounded by `max_keys`). `SharedFixedWindowLimiter` keeps its
 counts in MongoDB, so N instances behind a load balancer enforce one limit together;
 while MongoDB cannot be reached it counts in memory instead of refusing everyone.
 """
@@ -44,8 +45,12 @@ class FixedWindowLimiter:
         self.max_keys = max_keys
         self._counts: dict[str, tuple[float, int]] = {}
 
-    def hit(self, key: str, now: float | None = None) -> Decision:
+    async def hit(self, key: str) -> Decision:
         """Count one request of `key` and say whether it is allowed."""
+        return self.decide(key)
+
+    def decide(self, key: str, now: float | None = None) -> Decision:
+        """`hit` without the await: count one request of `key` and say whether it is allowed."""
         now = time.monotonic() if now is None else now
         start, count = self._counts.get(key, (now, 0))
         if now - start >= self.window:
@@ -74,7 +79,12 @@ class TokenBucketLimiter:
         self.max_keys = max_keys
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def hit(self, key: str, now: float | None = None) -> Decision:
+    async def hit(self, key: str) -> Decision:
+        """Take a token for one request of `key` and say whether it is allowed."""
+        return self.decide(key)
+
+    def decide(self, key: str, now: float | None = None) -> Decision:
+        """`hit` without the await."""
         now = time.monotonic() if now is None else now
         tokens, stamp = self._buckets.get(key, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - stamp) * self.rate)
@@ -104,7 +114,7 @@ class SharedFixedWindowLimiter:
         try:
             count, end = await asyncio.wait_for(self._counters.hit(self.policy, key, self.window), self._timeout)
         except Exception:  # noqa: BLE001 - MongoDB away or slow: this instance counts alone meanwhile
-            return self._fallback.hit(key)
+            return self._fallback.decide(key)
         reset = max(math.ceil(end - time.time()), 0)
         return Decision(count <= self.limit, self.limit, max(self.limit - count, 0), reset,
                         f"{self.limit};w={int(self.window)}")

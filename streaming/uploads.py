@@ -33,7 +33,7 @@ from streaming.errors import (
     UploadNotFound,
     UploadNotWritable,
 )
-from streaming.locking import Lease, UploadLocked, UploadLocker
+from streaming.locking import UploadLocked, UploadLocker
 from streaming.stores.base import MAX_PARTS, MIN_PART_SIZE, ObjectStore, PartRef, StoreError
 from streaming.writer import PartWriter
 
@@ -346,16 +346,14 @@ class UploadService:
             raise TypeNotAllowed(f"files of type {detected.mime} are not accepted")
         return object_key(record.id, detected)
 
-    async def complete(self, record: UploadRecord, last: memoryview, hasher: Any = None,
-                       hasher_has_last: bool = False) -> UploadRecord:
+    async def complete(self, record: UploadRecord, last: memoryview, hasher: Any = None) -> UploadRecord:
         """Store the last bytes, assemble the object and mark the upload complete.
 
-        `hasher` (sha256 of the file's bytes before `last`, or of all of them with
-        `hasher_has_last`; None if unknown here) gives the file's sha256.
+        `hasher` (sha256 of all the file's bytes, `last` included; None if unknown here)
+        gives the file's sha256. A file with no parts is all in `last`: hashed here.
         """
         if hasher is None and record.parts_count == 0 and self.limits.file_sha256:
-            hasher, hasher_has_last = hashlib.sha256(), False
-        if hasher is not None and not hasher_has_last:
+            hasher = hashlib.sha256()
             await asyncio.get_running_loop().run_in_executor(None, hasher.update, last)
         try:
             if record.multipart_id is None:

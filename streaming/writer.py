@@ -267,7 +267,7 @@ class PartWriter:
             if record.length is not None and end == record.length:
                 assert self._buffer is not None
                 self._record = await self._service.complete(
-                    record, memoryview(self._buffer)[: self._fill], self._hasher, hasher_has_last=True)
+                    record, memoryview(self._buffer)[: self._fill], self._hasher)
             elif self._fill > self._durable_in_buffer:
                 await self._store_tail()
             return self._record

@@ -52,6 +52,7 @@ def _write_durably(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
 
 
 IN_PLACE = "@"  # part tokens of parts written in place: "@<data file>:<offset>:<size>:<nonce>"
+DATA_FILE = "data-"  # name prefix of the data files that hold parts written in place
 
 
 def _in_place(etag: str) -> tuple[str, int, int] | None:
@@ -59,7 +60,7 @@ def _in_place(etag: str) -> tuple[str, int, int] | None:
     if not etag.startswith(IN_PLACE):
         return None
     name, offset, size, _ = etag[1:].split(":")
-    if not name.startswith("data-") or not name[5:].isalnum():
+    if not name.startswith(DATA_FILE) or not name[len(DATA_FILE):].isalnum():
         raise StoreError(f"invalid part token {etag!r}")
     return name, int(offset), int(size)
 
@@ -122,7 +123,7 @@ def _base_file(pieces: Sequence[tuple[Path, int, int]]) -> Path | None:
     if not pieces or pieces[0][1] != 0:
         return None
     base = pieces[0][0]
-    if not base.name.startswith("data-"):
+    if not base.name.startswith(DATA_FILE):
         return None
     position = 0
     for path, start, size in pieces:
@@ -145,7 +146,7 @@ class LocalStore:
         self.multipart.mkdir(parents=True, exist_ok=True)
         self._executor = executor
         # parts written in place by this instance go to their upload's data-<instance> file
-        self._data_name = f"data-{uuid.uuid4().hex}"
+        self._data_name = f"{DATA_FILE}{uuid.uuid4().hex}"
         # O_DIRECT for aligned in-place parts; turned off for good if the file system refuses it
         self._direct_io = direct_io and hasattr(os, "O_DIRECT")
 
