@@ -7,7 +7,8 @@ import logging
 import tornado.httpserver
 import tornado.web
 
-from gateway.base import ApiError, BaseHandler
+from gateway.base import BaseHandler
+from gateway.errors import ApiError
 from gateway.events import EventsHandler
 from gateway.health import DetailedHealthHandler, HealthHandler
 from gateway.in_place_body import install as install_in_place_bodies
@@ -19,7 +20,7 @@ from gateway.auth_routes import handlers as auth_handlers
 from gateway.media_routes import handlers as media_handlers
 from gateway.openapi_route import handlers as openapi_handlers
 from gateway.web import handlers as web_handlers
-from streaming.tus.handler import handlers as tus_handlers
+from gateway.tus.handler import handlers as tus_handlers
 
 access_log = logging.getLogger("mediaserver.access")
 

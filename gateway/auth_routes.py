@@ -9,8 +9,8 @@ from typing import Any
 
 from auth.passwords import MAX_LENGTH, hash_password, password_problems, verify_password
 from auth.tokens import Principal
-from gateway.base import ApiError, BaseHandler
-from metadata.users import UserExists
+from gateway.base import BaseHandler
+from gateway.errors import ApiError
 
 log = logging.getLogger("mediaserver.auth")
 
@@ -46,10 +46,7 @@ class RegisterHandler(BaseHandler):
         if problems:
             raise ApiError(400, "weak_password", "password needs " + ", ".join(problems))
         hashed = await asyncio.get_running_loop().run_in_executor(self.services.cpu_executor, hash_password, password)
-        try:
-            user = await self.services.users.create(username, email, hashed)
-        except UserExists:
-            raise ApiError(409, "user_exists", "that username or email is already registered") from None
+        user = await self.services.users.create(username, email, hashed)  # UserExists: 409 (gateway.errors)
         token, expires = self.services.tokens.issue(Principal(user.id, user.username or user.email or "", user.role))
         log.info("user registered", extra={"new_user_id": user.id})
         self.set_status(201)

@@ -16,11 +16,11 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
-from pymongo.errors import ConnectionFailure, PyMongoError
 
 from auth.current_user import CurrentUserMixin
-from gateway.net import client_ip, client_protocol, decimal
 from auth.tokens import Principal, TokenIssuer
+from gateway.errors import ApiError, answer_for
+from gateway.net import client_ip, client_protocol, decimal
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -72,16 +72,6 @@ def _phrase(status: int) -> str:
         return http.HTTPStatus(status).phrase
     except ValueError:
         return "Error"
-
-
-class ApiError(tornado.web.HTTPError):
-    """An error answered to the client as JSON: status, machine code, human message."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, log_message=message, reason="Checksum Mismatch" if status == 460 else None)
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 def _code_for(status: int) -> str:
@@ -190,8 +180,11 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
     async def prepare(self) -> None:
         try:
             await self.admit()
-        except tornado.web.HTTPError as exc:
-            self._reject(exc)
+        except Exception as exc:  # noqa: BLE001 - what the error table does not know is re-raised
+            answer = answer_for(exc) if not isinstance(exc, tornado.web.HTTPError) else exc
+            if answer is None:
+                raise
+            self._reject(answer)
         if not self._finished and self._expects_body():
             self._arm_watchdog()
 
@@ -298,14 +291,9 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         headers: dict[str, str] = {}
-        if isinstance(exc, ApiError):
-            code, message, headers = exc.code, exc.message, exc.headers
-        elif isinstance(exc, ConnectionFailure):
-            status_code, code, message = 503, "metadata_unavailable", "the metadata store is unavailable; retry later"
-            headers = {"Retry-After": "5"}
-        elif isinstance(exc, PyMongoError):
-            status_code, code, message = 503, "metadata_error", "the metadata store failed; retry later"
-            headers = {"Retry-After": "5"}
+        answer = answer_for(exc) if exc is not None else None
+        if answer is not None:
+            status_code, code, message, headers = answer.status_code, answer.code, answer.message, answer.headers
         elif isinstance(exc, tornado.web.HTTPError):
             code = _code_for(status_code)
             message = exc.log_message if exc.log_message and status_code < 500 else _phrase(status_code)
@@ -348,10 +336,12 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         self.finish({"error": {"code": code, "message": message}})
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError) and not isinstance(value, (ConnectionFailure,)):
-            if value.status_code < 500:
-                return
-        if isinstance(value, PyMongoError):
-            log.warning("metadata store failure: %s", value)
+        if isinstance(value, tornado.web.HTTPError):
+            if value.status_code >= 500:
+                super().log_exception(typ, value, tb)
             return
-        super().log_exception(typ, value, tb)
+        answer = answer_for(value)
+        if answer is None:
+            super().log_exception(typ, value, tb)
+        elif answer.status_code >= 500:  # a dependency failed: one line, no traceback
+            log.warning("dependency failure: %s: %s", type(value).__name__, value)

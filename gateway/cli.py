@@ -80,13 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.logs import configure
 
     configure(settings.log_level, settings.log_format)
-    from pymongo.errors import PyMongoError
-
+    from metadata.errors import MetadataError
     from streaming.stores.base import StoreError
 
     try:
         asyncio.run(serve(settings))
-    except (StoreError, PyMongoError, OSError) as exc:
+    except (StoreError, MetadataError, OSError) as exc:
         # a dependency that is unreachable or refuses us at start: one clear line, no traceback
         log.error("could not start", extra={"error": f"{type(exc).__name__}: {exc}"})
         print(f"mediaserver: could not start: {exc}", file=sys.stderr)

@@ -6,9 +6,9 @@ import socket
 
 import tornado.iostream
 
-from gateway.base import ApiError, BaseHandler
-from streaming.ranges import RangeNotSatisfiable, content_disposition, parse_range
-from streaming.stores.base import ObjectNotFound, StoreError
+from gateway.base import BaseHandler
+from gateway.ranges import content_disposition, parse_range
+from streaming.stores.base import StoreError
 
 
 def limit_send_buffer(handler: BaseHandler, size: int = 32 * 1024) -> None:
@@ -24,16 +24,17 @@ async def stream_object(
     handler: BaseHandler, key: str, size: int, content_type: str | None, filename: str | None,
     chunk_size: int | None = None,
 ) -> None:
-    """Answer GET/HEAD for an object with Range support, reading it chunk by chunk."""
+    """Answer GET/HEAD for an object with Range support, reading it chunk by chunk.
+
+    Before the first byte is sent, failures propagate (the error table answers them:
+    416 for a range outside the object, 404 for a missing object, 503 when the store
+    fails); after it, the response is cut short.
+    """
     handler.set_header("Accept-Ranges", "bytes")
     handler.set_header("Content-Type", content_type or "application/octet-stream")
     handler.set_header("Content-Disposition", content_disposition(filename))
     handler.set_header("Cache-Control", "private, max-age=0")
-    try:
-        byte_range = parse_range(handler.request.headers.get("Range"), size)
-    except RangeNotSatisfiable:
-        raise ApiError(416, "range_not_satisfiable", "the requested range is outside the file",
-                       {"Content-Range": f"bytes */{size}"}) from None
+    byte_range = parse_range(handler.request.headers.get("Range"), size)
     start, end = (0, size) if byte_range is None else byte_range
     if byte_range is not None:
         handler.set_status(206)
@@ -52,14 +53,10 @@ async def stream_object(
             await handler.flush()
     except tornado.iostream.StreamClosedError:
         return
-    except ObjectNotFound:
-        if sent:
-            raise
-        raise ApiError(404, "not_found", "the stored object is missing") from None
     except StoreError:
-        if sent:  # the status line is gone: all that is left is to cut the response short
-            handler.request.connection.stream.close()  # type: ignore[attr-defined]
-            return
-        raise ApiError(503, "storage_unavailable", "the object store failed; retry later", {"Retry-After": "5"}) from None
+        if not sent:
+            raise
+        # the status line is gone: all that is left is to cut the response short
+        handler.request.connection.stream.close()  # type: ignore[attr-defined]
 
 

@@ -17,7 +17,11 @@ from typing import Any
 import tornado.iostream
 
 from auth.tokens import InvalidToken
-from gateway.base import ApiError, BaseHandler
+from gateway.base import BaseHandler
+from gateway.errors import ApiError
+from metadata.uploads import UploadRecord
+from processing.jobs import MediaProcessor
+from streaming.events import UploadEvents
 
 QUEUE_SIZE = 256
 KEEPALIVE_SECONDS = 15.0
@@ -94,19 +98,23 @@ class EventsHandler(BaseHandler):
         self._closed = True
 
 
-def wire(services) -> None:
-    """Publish upload and processing events of `services` on its bus."""
-    bus: EventBus = services.events
+class LiveUploadEvents(UploadEvents):
+    """Publishes upload progress and completion to each upload's owner on `bus`."""
 
-    def progress(record) -> None:
-        bus.publish(record.owner, "upload.progress", {"id": record.id, "offset": record.offset, "length": record.length})
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
 
-    async def completed(record) -> None:
-        bus.publish(record.owner, "upload.completed", {"id": record.id, "length": record.length})
+    def committed(self, record: UploadRecord, count: int) -> None:
+        self._bus.publish(record.owner, "upload.progress", {"id": record.id, "offset": record.offset, "length": record.length})
+
+    async def finished(self, record: UploadRecord) -> None:
+        self._bus.publish(record.owner, "upload.completed", {"id": record.id, "length": record.length})
+
+
+def watch_processing(bus: EventBus, processor: MediaProcessor) -> None:
+    """Publish the processor's status changes to each item's owner on `bus`."""
 
     def status(item) -> None:
         bus.publish(item.owner, "media.status", {"id": item.id, "status": item.status, "reason": item.reason})
 
-    services.uploads.progress_observers.append(progress)
-    services.uploads.completion_hooks.append(completed)
-    services.processor.status_observers.append(status)
+    processor.status_observers.append(status)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import unquote_to_bytes
 from typing import Any
 
 import tornado.web
@@ -12,15 +11,14 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
-from gateway.base import ApiError, BaseHandler
-from gateway.net import decimal
+from gateway.base import BaseHandler
 from gateway.downloads import limit_send_buffer, stream_object
-from metadata.media import CATEGORIES, DELETED, MediaConflict, MediaItem
-from streaming.stores.base import StoreError
+from gateway.errors import ApiError, answer_for
+from gateway.net import decimal
+from gateway.ranges import safe_filename
+from metadata.media import CATEGORIES, DELETED, MediaItem
 from streaming.errors import SizeExceeded, UploadError
-from streaming.ranges import safe_filename
-from streaming.tus.handler import tus_error
-from streaming.writer import PartWriter
+from streaming.session import UploadSession
 
 log = logging.getLogger("mediaserver.media")
 _ID = r"([0-9a-f]{32})"
@@ -29,15 +27,10 @@ PROBE_CHUNK_SIZE = 128 * 1024
 
 
 def _form_filename(options: dict[bytes, bytes]) -> str | None:
-    """The file name of a form part: RFC 5987 `filename*` first, else `filename` as UTF-8 (or Latin-1)."""
-    extended = options.get(b"filename*")
-    if extended:
-        charset, _, rest = extended.partition(b"'")
-        _, _, encoded = rest.partition(b"'")
-        try:
-            return unquote_to_bytes(encoded).decode(charset.decode("ascii", "replace") or "utf-8")
-        except (LookupError, UnicodeDecodeError):
-            pass
+    """The file name of a form part, as UTF-8 (or Latin-1 when it is not UTF-8).
+
+    python-multipart's header parser already decodes an RFC 2231 `filename*` into `filename`.
+    """
     plain = options.get(b"filename")
     if plain is None:
         return None
@@ -96,12 +89,7 @@ class MediaItemHandler(BaseHandler):
 
     async def delete(self, media_id: str) -> None:
         item = await self._item(media_id)
-        try:
-            await self.services.media.delete(item)
-        except StoreError:
-            raise ApiError(503, "storage_unavailable", "the object store failed; retry later", {"Retry-After": "5"}) from None
-        except MediaConflict:
-            raise ApiError(409, "conflict", "the media item changed meanwhile; retry") from None
+        await self.services.media.delete(item)
         log.info("media deleted", extra={"media_id": media_id})
         self.set_status(204)
 
@@ -141,7 +129,7 @@ class SignedFileHandler(BaseHandler):
 class MediaUploadHandler(BaseHandler):
     """POST /api/media/upload: one file in multipart/form-data, streamed into the store."""
 
-    _writer: PartWriter | None = None
+    _session: UploadSession | None = None
     _parser: MultipartParser | None = None
     _failure: ApiError | None = None
     _done = False
@@ -226,8 +214,8 @@ class MediaUploadHandler(BaseHandler):
             self._parser.write(chunk)
             pending, self._pending = self._pending, []
             for item in pending:
-                if item == b"" and self._writer is None:
-                    self._writer = await self.services.uploads.open_stream(
+                if item == b"" and self._session is None:
+                    self._session = await self.services.uploads.open_stream(
                         self._principal.user_id if self._principal else None,
                         {"filename": self._filename, "source": "rest"},
                         self.services.settings.rest_max_file_size,
@@ -235,8 +223,8 @@ class MediaUploadHandler(BaseHandler):
                 elif item is None:
                     self._file_complete = True
                 elif item:
-                    assert self._writer is not None
-                    await self._writer.write(item)
+                    assert self._session is not None
+                    await self._session.write(item)
         except ApiError as exc:
             self._failure = exc
         except SizeExceeded:
@@ -245,15 +233,16 @@ class MediaUploadHandler(BaseHandler):
         except MultipartParseError:
             self._failure = ApiError(400, "invalid_multipart", "the multipart body is malformed")
         except UploadError as exc:
-            self._failure = tus_error(exc)
+            self._failure = answer_for(exc) or ApiError(500, "internal_error", "internal server error")
 
     async def _discard(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            await writer.abort()
+        session, self._session = self._session, None
+        if session is not None:
+            engine = self.services.uploads
+            await engine.abort(session)
             try:
-                await self.services.uploads.terminate(writer.record.id)
-            except Exception:  # noqa: BLE001 - leftovers expire with the upload
+                await engine.terminate(session.record.id)
+            except UploadError:  # leftovers expire with the upload
                 log.warning("could not discard a failed REST upload", exc_info=True)
 
     async def post(self) -> None:
@@ -263,26 +252,26 @@ class MediaUploadHandler(BaseHandler):
                 self._parser.finalize()
             except MultipartParseError:
                 self._failure = ApiError(400, "invalid_multipart", "the multipart body is malformed")
-        if self._failure is None and (self._writer is None or not self._file_complete):
+        if self._failure is None and (self._session is None or not self._file_complete):
             self._failure = ApiError(400, "missing_file", "the form has no complete field 'file'")
         if self._failure is not None:
             await self._discard()
             raise self._failure
-        assert self._writer is not None
+        assert self._session is not None
         try:
-            record = await self._writer.finish(end_of_file=True)
-        except UploadError as exc:
+            record = await self.services.uploads.finish(self._session, end_of_file=True)
+        except UploadError:
             await self._discard()
-            raise tus_error(exc) from None
+            raise
         item = await self.services.media.media.get(record.id)
         if item is None:
-            item = await self.services.media.on_upload_complete(record)
+            item = await self.services.media.register(record)
         log.info("REST upload stored", extra={"media_id": record.id, "size": record.length})
         self.set_status(201)
         self.write(await self.services.media.describe(item, self.base_url()))
 
     def on_connection_close(self) -> None:
-        if not self._done and self._writer is not None:
+        if not self._done and self._session is not None:
             task = asyncio.ensure_future(self._discard())
             _background.add(task)
             task.add_done_callback(_background.discard)

@@ -6,11 +6,12 @@ import logging
 import time
 from typing import Any
 
+from gateway.ranges import safe_filename
+from gateway.signed_urls import UrlSigner
 from metadata.media import DELETED, PROCESSING, READY, MediaItem, MediaRepository
 from metadata.uploads import UploadRecord, UploadRepository
-from streaming.ranges import safe_filename
-from streaming.stores.base import ObjectStore, StoreError
-from gateway.signed_urls import UrlSigner
+from streaming.events import UploadEvents
+from streaming.stores.base import ObjectStore, SignsUrls, StoreError
 
 log = logging.getLogger("mediaserver.media")
 
@@ -19,7 +20,9 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-class MediaService:
+class MediaService(UploadEvents):
+    """Media items of finished uploads: registered when an upload finishes, gone when it is terminated."""
+
     def __init__(self, store: ObjectStore, media: MediaRepository, uploads: UploadRepository,
                  signer: UrlSigner, url_ttl: int, *, file_sha256: bool = True) -> None:
         self.store = store
@@ -29,12 +32,18 @@ class MediaService:
         self.signer = signer
         self.url_ttl = url_ttl
 
-    async def on_upload_complete(self, record: UploadRecord) -> MediaItem | None:
+    async def finished(self, record: UploadRecord) -> None:
+        await self.register(record)
+
+    async def terminated(self, record: UploadRecord) -> None:
+        await self.forget(record)
+
+    async def register(self, record: UploadRecord) -> MediaItem | None:
         """Register the media item a finished upload became (idempotent)."""
         if record.concat == "partial" or not record.key:
             return None
-        category = record.key.split("/")[1] if record.key.startswith("media/") else "files"
-        name = record.metadata.get("filename") or record.metadata.get("name")
+        category = record.category or "files"
+        name = record.filename
         item = MediaItem(
             id=record.id,
             owner=record.owner,
@@ -77,7 +86,7 @@ class MediaService:
         current = await self.media.get(item.id) or item
         await self.media.save(current.evolve(status=DELETED))
 
-    async def on_upload_deleted(self, record: UploadRecord) -> None:
+    async def forget(self, record: UploadRecord) -> None:
         """A finished upload was terminated through tus: its media item goes too."""
         item = await self.media.get(record.id)
         if item is not None and item.status != DELETED:
@@ -93,8 +102,9 @@ class MediaService:
         if kind == "thumbnail":
             # small, shown in pages: served by the gateway, same origin as the page (CSP img-src 'self')
             return self.signer.sign(base_url, item.id, kind, self.url_ttl)
-        url = await self.store.signed_url(key, self.url_ttl, item.filename)
-        return url or self.signer.sign(base_url, item.id, kind, self.url_ttl)
+        if isinstance(self.store, SignsUrls):
+            return await self.store.signed_url(key, self.url_ttl, item.filename)
+        return self.signer.sign(base_url, item.id, kind, self.url_ttl)
 
     async def internal_url(self, item: MediaItem, base_url: str) -> str:
         """A gateway-signed URL of the original for processes on this host (ffmpeg).

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
-from gateway.base import ApiError, BaseHandler
-
-if TYPE_CHECKING:
-    from gateway.services import Services
+from gateway.base import BaseHandler
+from gateway.errors import ApiError
+from metadata.uploads import UploadRecord
+from processing.jobs import MediaProcessor
+from streaming.events import UploadEvents
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
@@ -95,21 +95,39 @@ class MetricsHandler(BaseHandler):
         self.write(self.services.metrics.exposition())
 
 
-def wire(services: "Services") -> None:
-    """Connect the services' observation points to the metrics."""
-    metrics = services.metrics
-    uploads = services.uploads
-    uploads.byte_observers.append(metrics.bytes_received.inc)
-    uploads.event_observers.append(lambda event: {
-        "created": metrics.uploads_created, "finished": metrics.uploads_finished,
-        "terminated": metrics.uploads_terminated, "expired": metrics.uploads_expired,
-    }[event].inc())
-    uploads.writer_observers.append(metrics.uploads_in_progress.inc)
-    uploads.part_observers.append(metrics.parts_in_flight.inc)
-    metrics.buffer_bytes.set_function(lambda: uploads.buffers.in_use)
+class UploadMetrics(UploadEvents):
+    """Counts the upload engine's events into `metrics`."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def created(self, record: UploadRecord) -> None:
+        self._metrics.uploads_created.inc()
+
+    def committed(self, record: UploadRecord, count: int) -> None:
+        self._metrics.bytes_received.inc(count)
+
+    async def finished(self, record: UploadRecord) -> None:
+        self._metrics.uploads_finished.inc()
+
+    async def terminated(self, record: UploadRecord) -> None:
+        self._metrics.uploads_terminated.inc()
+
+    def expired(self, record: UploadRecord) -> None:
+        self._metrics.uploads_expired.inc()
+
+    def writers(self, delta: int) -> None:
+        self._metrics.uploads_in_progress.inc(delta)
+
+    def parts_storing(self, delta: int) -> None:
+        self._metrics.parts_in_flight.inc(delta)
+
+
+def watch_processing(metrics: GatewayMetrics, processor: MediaProcessor) -> None:
+    """Count the processor's jobs into `metrics`."""
+
     def processed(kind: str, outcome: str, seconds: float) -> None:
         metrics.processing_jobs.labels(kind, outcome).inc()
         metrics.processing_duration.labels(kind).observe(seconds)
 
-    services.processor.observers.append(processed)
-    services.extras.setdefault("rate_limit_observers", []).append(lambda kind: metrics.rate_limited.labels(kind).inc())
+    processor.observers.append(processed)

@@ -11,7 +11,8 @@ import functools
 import json
 from importlib import resources
 
-from gateway.base import ApiError, BaseHandler
+from gateway.base import BaseHandler
+from gateway.errors import ApiError
 
 DOCUMENT = "openapi.json"
 

@@ -1,4 +1,4 @@
-"""Building and closing everything the handlers use: stores, MongoDB, the upload service."""
+"""Building and closing everything the handlers use: stores, MongoDB, the upload engine."""
 
 from __future__ import annotations
 
@@ -20,24 +20,29 @@ from gateway.secrets import local_secret, read_ssm_parameter
 from metadata.connection import open_database
 from metadata.embedded import EmbeddedMongo
 from metadata.leases import LeaseRepository
-from metadata.media import MediaRepository
+from metadata.media import PROCESSING, MediaRepository
 from metadata.ratelimits import RateCounterRepository
-from metadata.uploads import UploadRepository
+from metadata.uploads import UploadRecord, UploadRepository
 from metadata.users import UserRepository
-from gateway.events import EventBus
-from gateway.events import wire as wire_events
+from gateway.events import EventBus, LiveUploadEvents
+from gateway.events import watch_processing as publish_processing
 from gateway.logs import emf
 from gateway.media_service import MediaService
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, UploadMetrics
+from gateway.metrics import watch_processing as count_processing
 from processing.jobs import MediaProcessor, ProcessingLimits
+from processing.placement import MediaPlacementPolicy
 from gateway.ratelimit import FixedWindowLimiter, SharedFixedWindowLimiter, TokenBucketLimiter
 from gateway.signed_urls import UrlSigner
 from streaming.buffers import BufferPool
+from streaming.commits import CommitRepository
+from streaming.digests import FileDigests
+from streaming.engine import UploadEngine, UploadLimits
+from streaming.events import EventFanout, UploadEvents
 from streaming.locking import UploadLocker
-from streaming.stores.base import ObjectStore
+from streaming.stores.base import ObjectStore, StoreError
 from streaming.stores.local import LocalStore
 from streaming.stores.s3 import S3Store
-from streaming.uploads import UploadLimits, UploadService
 
 log = logging.getLogger("mediaserver")
 
@@ -51,7 +56,7 @@ class Services:
     db: AsyncDatabase
     client: AsyncMongoClient
     tokens: TokenIssuer
-    uploads: UploadService
+    uploads: UploadEngine
     executor: ThreadPoolExecutor
     cpu_executor: ThreadPoolExecutor
     users: UserRepository
@@ -63,7 +68,6 @@ class Services:
     embedded_mongo: EmbeddedMongo | None = None
     rate_counters: RateCounterRepository | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     async def start(cls, settings: Settings) -> "Services":
@@ -98,25 +102,8 @@ class Services:
         media_repo = MediaRepository(db)
         for repository in (repo, users, media_repo):
             await repository.create_indexes()
-        locker = UploadLocker(LeaseRepository(db), ttl=settings.lease_ttl, wait=settings.lease_wait)
-        uploads = UploadService(
-            store,
-            repo,
-            locker,
-            BufferPool(settings.upload_memory_budget),
-            UploadLimits(
-                max_size=settings.tus_max_size,
-                part_size=settings.part_size,
-                window=parts_in_flight(settings),
-                expiration=settings.upload_expiration,
-                file_sha256=settings.file_sha256,
-            ),
-        )
         media = MediaService(store, media_repo, repo, UrlSigner(jwt_secret), settings.signed_url_ttl,
                              file_sha256=settings.file_sha256)
-        uploads.completion_hooks.append(media.on_upload_complete)
-        uploads.type_allowed = lambda detected: (detected.category in settings.allowed_types
-                                                 or detected.mime in settings.allowed_types)
         width, _, height = settings.thumbnail_size.lower().partition("x")
         processor = MediaProcessor(store, media_repo, LeaseRepository(db), ProcessingLimits(
             concurrency=settings.processing_concurrency, job_timeout=settings.processing_timeout,
@@ -124,15 +111,31 @@ class Services:
             max_video_duration=settings.max_video_duration, subprocess_memory=settings.processing_memory,
             thumbnail_width=int(width), thumbnail_height=int(height), executor_kind=settings.processing_executor,
             file_sha256=settings.file_sha256,
-        ), source_url=lambda item: media.internal_url(item, internal_base_url(settings)))
-
-        async def process_new_media(record) -> None:
-            item = await media_repo.get(record.id)
-            if item is not None and item.status == "processing":
-                processor.submit(item.id)
-
-        uploads.completion_hooks.append(process_new_media)
-        uploads.deletion_hooks.append(media.on_upload_deleted)
+        ), source_url=lambda item: media.internal_url(item, internal_base_url(settings)),
+            store_failures=(StoreError,))
+        bus = EventBus()
+        # in this order: the media item exists before it is processed or announced
+        events = EventFanout([media, ProcessNewMedia(media_repo, processor), LiveUploadEvents(bus),
+                              UploadMetrics(metrics), CompletionLog(settings.emf_namespace)])
+        buffers = BufferPool(settings.upload_memory_budget)
+        metrics.buffer_bytes.set_function(lambda: buffers.in_use)
+        uploads = UploadEngine(
+            store=store,
+            commits=CommitRepository(repo),
+            locker=UploadLocker(LeaseRepository(db), ttl=settings.lease_ttl, wait=settings.lease_wait),
+            buffers=buffers,
+            placement=MediaPlacementPolicy(settings.allowed_types),
+            events=events,
+            digests=FileDigests(enabled=settings.file_sha256),
+            limits=UploadLimits(
+                max_size=settings.tus_max_size,
+                part_size=settings.part_size,
+                window=parts_in_flight(settings),
+                expiration=settings.upload_expiration,
+            ),
+        )
+        count_processing(metrics, processor)
+        publish_processing(bus, processor)
         counters = RateCounterRepository(db)
 
         def window_limiter(policy: str, limit: int) -> FixedWindowLimiter | SharedFixedWindowLimiter:
@@ -158,30 +161,17 @@ class Services:
             },
             metrics=metrics,
             processor=processor,
-            events=EventBus(),
+            events=bus,
             embedded_mongo=embedded,
             rate_counters=counters,
         )
-        from gateway.metrics import wire
-
-        wire(services)
-        wire_events(services)
-        uploads.completion_hooks.append(services._log_completion)
         services.tasks.append(asyncio.ensure_future(services._reap_forever()))
         services.tasks.append(asyncio.ensure_future(services._sweep_processing_forever()))
         return services
 
-    async def _log_completion(self, record) -> None:
-        log.info("upload completed", extra={
-            "upload_id": record.id, "owner": record.owner, "size": record.length,
-            **emf(self.settings.emf_namespace, {"Service": "mediaserver"},
-                  {"UploadsCompleted": (1, "Count"), "UploadBytes": (record.length or 0, "Bytes")}),
-        })
-
     def on_rate_limited(self, kind: str) -> None:
-        """A request was refused by limiter `kind` (observed by metrics)."""
-        for observer in self.extras.get("rate_limit_observers", []):
-            observer(kind)
+        """A request was refused by limiter `kind`."""
+        self.metrics.rate_limited.labels(kind).inc()
 
     async def _reap_forever(self) -> None:
         while True:
@@ -222,6 +212,33 @@ class Services:
         self.cpu_executor.shutdown(wait=False, cancel_futures=True)
         if self.embedded_mongo is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded_mongo.stop)
+
+
+class ProcessNewMedia(UploadEvents):
+    """Queues the processing of each finished upload's media item that waits for it."""
+
+    def __init__(self, media: MediaRepository, processor: MediaProcessor) -> None:
+        self._media = media
+        self._processor = processor
+
+    async def finished(self, record: UploadRecord) -> None:
+        item = await self._media.get(record.id)
+        if item is not None and item.status == PROCESSING:
+            self._processor.submit(item.id)
+
+
+class CompletionLog(UploadEvents):
+    """One log line per finished upload, with CloudWatch embedded metrics."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+
+    async def finished(self, record: UploadRecord) -> None:
+        log.info("upload completed", extra={
+            "upload_id": record.id, "owner": record.owner, "size": record.length,
+            **emf(self._namespace, {"Service": "mediaserver"},
+                  {"UploadsCompleted": (1, "Count"), "UploadBytes": (record.length or 0, "Bytes")}),
+        })
 
 
 def internal_base_url(settings: Settings) -> str:

@@ -13,7 +13,10 @@ import time
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from metadata.errors import driver_errors_translated
 
+
+@driver_errors_translated
 class LeaseRepository:
     """Take, renew and release named leases."""
 

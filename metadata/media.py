@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from metadata.documents import Document
+from metadata.errors import driver_errors_translated
 
 PROCESSING = "processing"
 READY = "ready"
@@ -51,6 +52,7 @@ class MediaConflict(Exception):
     """The item changed since it was read."""
 
 
+@driver_errors_translated
 class MediaRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self._media = db["media"]

@@ -15,7 +15,10 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from metadata.errors import driver_errors_translated
 
+
+@driver_errors_translated
 class RateCounterRepository:
     """Count hits per key and window."""
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from metadata.documents import Document
+from metadata.errors import driver_errors_translated
 
 ACTIVE = "active"
 COMPLETE = "complete"
@@ -24,10 +24,6 @@ EXPIRED = "expired"
 
 class VersionConflict(Exception):
     """The upload changed since it was read (another writer committed first)."""
-
-
-class AlreadyExists(Exception):
-    """An upload with that id exists."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +47,7 @@ class UploadRecord(Document):
     status: str = ACTIVE
     key: str | None = None
     content_type: str | None = None
+    category: str | None = None  # media category of the file (images, videos, files), from its bytes
     multipart_id: str | None = None
     parts_count: int = 0
     parts_bytes: int = 0
@@ -58,7 +55,6 @@ class UploadRecord(Document):
     tail_size: int = 0
     concat: str | None = None
     concat_parts: tuple[str, ...] = ()
-    media_id: str | None = None
     completed_at: float | None = None
     sha256: str | None = None
     version: int = 0
@@ -69,8 +65,9 @@ class UploadRecord(Document):
         return self.parts_bytes + self.tail_size
 
     @property
-    def is_finished(self) -> bool:
-        return self.status == COMPLETE
+    def filename(self) -> str | None:
+        """The file name the client declared in its metadata, if any."""
+        return self.metadata.get("filename") or self.metadata.get("name") or None
 
     def to_document(self) -> dict[str, Any]:
         doc = super().to_document()
@@ -83,6 +80,7 @@ class UploadRecord(Document):
                                           metadata=dict(doc.get("metadata") or {})))
 
 
+@driver_errors_translated
 class UploadRepository:
     """Reads and compare-and-swap writes of upload documents and their parts."""
 
@@ -96,10 +94,7 @@ class UploadRepository:
         await self._parts.create_index([("upload", ASCENDING), ("number", ASCENDING)])
 
     async def insert(self, record: UploadRecord) -> UploadRecord:
-        try:
-            await self._uploads.insert_one(record.to_document())
-        except DuplicateKeyError:
-            raise AlreadyExists(record.id) from None
+        await self._uploads.insert_one(record.to_document())
         return record
 
     async def get(self, upload_id: str) -> UploadRecord | None:
@@ -158,6 +153,3 @@ class UploadRepository:
         result = await self._uploads.delete_many({"status": EXPIRED, "expires_at": {"$lt": now}})
         return result.deleted_count
 
-    async def by_owner(self, owner: str) -> AsyncIterator[UploadRecord]:
-        async for doc in self._uploads.find({"owner": owner}):
-            yield UploadRecord.from_document(doc)

@@ -10,6 +10,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+from metadata.errors import driver_errors_translated
 
 
 class UserExists(Exception):
@@ -35,6 +36,7 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+@driver_errors_translated
 class UserRepository:
     def __init__(self, db: AsyncDatabase) -> None:
         self._users = db["users"]

@@ -19,13 +19,12 @@ import uuid
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from metadata.leases import LeaseRepository
 from metadata.media import FAILED, PROCESSING, READY, MediaConflict, MediaItem, MediaRepository
 from processing.images import ImageRejected, make_thumbnail
 from processing.video import VideoRejected, probe, thumbnail
-from streaming.stores.base import ObjectStore, StoreError
 
 log = logging.getLogger("mediaserver.processing")
 
@@ -44,6 +43,16 @@ class ProcessingLimits:
     file_sha256: bool = True  # hash the stored object when the upload could not
 
 
+class MediaObjects(Protocol):
+    """What processing needs of the object store."""
+
+    def read_range(self, key: str, start: int, end: int, chunk_size: int) -> AsyncIterator[bytes]:
+        """Bytes start..end-1 of `key`, in chunks."""
+
+    async def put_object(self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream") -> None:
+        """Store a whole (small) object."""
+
+
 def _worker_init(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
@@ -53,13 +62,16 @@ class MediaProcessor:
 
     def __init__(
         self,
-        store: ObjectStore,
+        store: MediaObjects,
         media: MediaRepository,
         leases: LeaseRepository,
         limits: ProcessingLimits,
         source_url: Callable[[MediaItem], Awaitable[str]],
+        store_failures: tuple[type[BaseException], ...] = (),
     ) -> None:
+        """`store_failures`: the store's error types; a job that meets one fails with its message."""
         self.store = store
+        self.store_failures = store_failures
         self.media = media
         self.leases = leases
         self.limits = limits
@@ -127,7 +139,7 @@ class MediaProcessor:
                     outcome, item = "ready", item.evolve(status=READY, reason=None, **changes)
                 except asyncio.TimeoutError:
                     outcome, item = "failed", item.evolve(status=FAILED, reason=f"processing took longer than {self.limits.job_timeout:.0f} s")
-                except (ImageRejected, VideoRejected, StoreError) as exc:
+                except (ImageRejected, VideoRejected) + self.store_failures as exc:
                     outcome, item = "failed", item.evolve(status=FAILED, reason=str(exc)[:500])
                 except BrokenProcessPool:
                     self._executor = None

@@ -1,9 +1,16 @@
 """What can go wrong with an upload, independent of any protocol.
 
-The tus and REST layers map these to HTTP statuses; nothing here knows HTTP.
+The HTTP layer maps these to statuses in its one error table; nothing here knows
+HTTP. Failures of the metadata store reach the engine as `MetadataFailure` and
+failures of the object store as `StorageFailure`, never as a driver's own types.
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from metadata.errors import MetadataError, MetadataUnavailable
 
 
 class UploadError(Exception):
@@ -19,7 +26,7 @@ class UploadGone(UploadError):
 
 
 class OffsetMismatch(UploadError):
-    """The client's offset differs from the stored one."""
+    """The client's offset differs from the stored one; `expected` is the stored one."""
 
     def __init__(self, expected: int, given: int) -> None:
         super().__init__(f"Upload-Offset is {given}, but the upload is at {expected}")
@@ -36,7 +43,7 @@ class InvalidLength(UploadError):
 
 
 class UploadNotWritable(UploadError):
-    """The upload takes no more bytes (finished, or a final concatenation)."""
+    """The upload takes no more bytes (a final concatenation)."""
 
 
 class ConcatenationError(UploadError):
@@ -47,9 +54,31 @@ class StorageFailure(UploadError):
     """The object store failed; what was committed before stays committed."""
 
 
+class MetadataFailure(UploadError):
+    """The metadata store failed; what was committed before stays committed."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
 class LeaseLost(UploadError):
     """This writer lost its lease on the upload; it stopped before committing more."""
 
 
+class UploadLocked(UploadError):
+    """Another holder kept the upload's lease for longer than we could wait."""
+
+
 class TypeNotAllowed(UploadError):
     """The file's type (from its bytes) is not accepted; the upload is discarded."""
+
+
+@contextlib.contextmanager
+def metadata_failures() -> Iterator[None]:
+    """Turn the metadata store's errors raised inside the block into MetadataFailure."""
+    try:
+        yield
+    except MetadataError as exc:
+        raise MetadataFailure("the metadata store is unavailable; retry later",
+                              unreachable=isinstance(exc, MetadataUnavailable)) from exc

@@ -13,29 +13,32 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from metadata.leases import LeaseRepository
+from streaming.errors import UploadLocked, metadata_failures
 
 log = logging.getLogger(__name__)
 
 
-class UploadLocked(Exception):
-    """Another holder kept the upload's lease for longer than we could wait."""
-
-
 class Lease:
-    """A held lease; `lost` is set if it could not be renewed."""
+    """A held lease; `lost` is set if it could not be renewed. `release` gives it back."""
 
-    def __init__(self, name: str, holder: str) -> None:
+    def __init__(self, name: str, holder: str, release: Callable[["Lease"], Awaitable[None]]) -> None:
         self.name = name
         self.holder = holder
         self.lost = asyncio.Event()
         self._on_lost: list[Callable[[], None]] = []
         self._keeper: asyncio.Future | None = None
+        self._release = release
 
     def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once if the lease is lost while held."""
         self._on_lost.append(callback)
+
+    async def release(self) -> None:
+        """Stop renewing and give the lease back (best effort: it expires anyway)."""
+        await self._release(self)
 
     def _mark_lost(self) -> None:
         if not self.lost.is_set():
@@ -57,14 +60,17 @@ class UploadLocker:
     async def acquire(self, upload_id: str, wait: float | None = None) -> Lease:
         """Take the lease of `upload_id` and keep renewing it until `release`.
 
-        Raises UploadLocked after `wait` seconds (default: the locker's) of trying.
+        Raises UploadLocked after `wait` seconds (default: the locker's) of trying,
+        MetadataFailure when the metadata store fails.
         """
         holder = f"{self.instance}:{uuid.uuid4().hex}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.wait if wait is None else wait)
         while True:
-            if await self._leases.try_acquire(f"upload:{upload_id}", holder, self.ttl):
-                lease = Lease(f"upload:{upload_id}", holder)
+            with metadata_failures():
+                taken = await self._leases.try_acquire(f"upload:{upload_id}", holder, self.ttl)
+            if taken:
+                lease = Lease(f"upload:{upload_id}", holder, self.release)
                 lease._keeper = asyncio.ensure_future(self._keep_alive(lease))
                 return lease
             if loop.time() >= deadline:

@@ -317,11 +317,12 @@ def test_rest_routes_with_wrong_content_types(gateway, token):
     for content_type in ("application/json", "application/octet-stream", "multipart/form-data", "text/plain"):
         assert_json_error(requests.post(upload, data=b"{}", headers={**bearer, "Content-Type": content_type}, timeout=30),
                           415, "unsupported_media_type")
-    # a creation body that is not application/offset+octet-stream is not upload data
+    # a creation body that is not application/offset+octet-stream is refused like such a PATCH, and
+    # nothing is created
     response = requests.post(gateway.files_url, data=b"hello", timeout=30, headers=auth(token, **{
         "Upload-Length": "5", "Content-Type": "text/plain"}))
-    assert response.status_code == 201
-    assert offset_of(response.headers["Location"], token) == 0
+    assert_json_error(response, 415, "unsupported_media_type")
+    assert "Location" not in response.headers
 
 
 # -- Upload-Metadata ---------------------------------------------------------------------------

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from streaming.stores.base import ObjectNotFound, PartRef, StoreError
+import requests
+
+from streaming.stores.base import CopiesParts, ObjectNotFound, PartRef, SignsUrls, StoreError, WritesPartsInPlace, store_part
 from streaming.stores.local import LocalStore
 from streaming.stores.s3 import S3Store
 from tests.support import random_bytes
@@ -63,10 +65,10 @@ async def test_parts_with_their_offsets_in_any_order(store):
     data = random_bytes(12 * MiB + 9, seed=11)
     view = memoryview(data)
     upload = await store.create_multipart(key, "application/octet-stream")
-    await store.upload_part(key, upload, 2, memoryview(b"q" * (5 * MiB)), offset=5 * MiB)
-    second = await store.upload_part(key, upload, 2, view[5 * MiB : 10 * MiB], offset=5 * MiB)
-    first = await store.upload_part(key, upload, 1, view[: 5 * MiB], offset=0)
-    last = await store.upload_part(key, upload, 3, view[10 * MiB :], offset=10 * MiB)
+    await store_part(store, key, upload, 2, memoryview(b"q" * (5 * MiB)), 5 * MiB)
+    second = await store_part(store, key, upload, 2, view[5 * MiB : 10 * MiB], 5 * MiB)
+    first = await store_part(store, key, upload, 1, view[: 5 * MiB], 0)
+    last = await store_part(store, key, upload, 3, view[10 * MiB :], 10 * MiB)
     await store.complete_multipart(key, upload, [PartRef(1, first, 5 * MiB), PartRef(2, second, 5 * MiB),
                                                  PartRef(3, last, len(data) - 10 * MiB)])
     assert await store.object_size(key) == len(data)
@@ -79,9 +81,9 @@ async def test_parts_with_and_without_offsets_mixed(store):
     data = random_bytes(11 * MiB, seed=12)
     view = memoryview(data)
     upload = await store.create_multipart(key, "application/octet-stream")
-    first = await store.upload_part(key, upload, 1, view[: 5 * MiB], offset=0)
+    first = await store_part(store, key, upload, 1, view[: 5 * MiB], 0)
     second = await store.upload_part(key, upload, 2, view[5 * MiB : 10 * MiB])
-    third = await store.upload_part(key, upload, 3, view[10 * MiB :], offset=10 * MiB)
+    third = await store_part(store, key, upload, 3, view[10 * MiB :], 10 * MiB)
     await store.complete_multipart(key, upload, [PartRef(1, first, 5 * MiB), PartRef(2, second, 5 * MiB),
                                                  PartRef(3, third, MiB)])
     assert await read_all(store, key, 0, len(data)) == data
@@ -129,6 +131,40 @@ async def test_missing_objects(store):
     await store.delete_object(f"media/files/{uuid.uuid4().hex}")
 
 
+# What each store declares it can do beyond the core interface; the gateway's offer
+# (Tus-Extension, media URLs, in-place parts) follows from these declarations.
+ABILITIES = {
+    "local": {CopiesParts, WritesPartsInPlace},
+    "s3": {CopiesParts, SignsUrls},
+}
+
+
+async def test_declared_abilities(store):
+    declared = {ability for ability in (CopiesParts, WritesPartsInPlace, SignsUrls) if isinstance(store, ability)}
+    assert declared == ABILITIES[store.name]
+
+
+async def test_a_signed_url_reads_the_object(store):
+    if not isinstance(store, SignsUrls):
+        assert not hasattr(store, "signed_url"), "a store that cannot sign has no signed_url at all"
+        return
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    await store.put_object(key, b"signed bytes")
+    url = await store.signed_url(key, 60, "name.bin")
+    assert requests.get(url, timeout=10).content == b"signed bytes"
+
+
+async def test_every_failure_is_a_store_error(store):
+    """Whatever the library or system underneath says, a store answers with its own errors."""
+    key = f"media/files/{uuid.uuid4().hex}.bin"
+    with pytest.raises(StoreError):
+        await store.complete_multipart(key, "0" * 32, [PartRef(1, "x", 1)])
+    upload = await store.create_multipart(key, "application/octet-stream")
+    with pytest.raises(StoreError):
+        await store.copy_part(key, upload, 1, f"media/files/{uuid.uuid4().hex}", 0, 9)
+    await store.abort_multipart(key, upload)
+
+
 def _aligned_copy(data: bytes):
     from streaming.buffers import aligned_buffer
 
@@ -162,8 +198,8 @@ async def test_local_parts_from_aligned_buffers(tmp_path, monkeypatch, direct_io
     data = random_bytes(10 * MiB + 4097, seed=13)
     upload = await store.create_multipart(key, "application/octet-stream")
     parts = [_aligned_copy(data[i : i + 5 * MiB]) for i in range(0, len(data), 5 * MiB)]
-    await store.upload_part(key, upload, 2, memoryview(_aligned_copy(b"x" * (5 * MiB))), offset=5 * MiB)
-    tokens = [await store.upload_part(key, upload, number, memoryview(parts[number - 1]), offset=(number - 1) * 5 * MiB)
+    await store_part(store, key, upload, 2, memoryview(_aligned_copy(b"x" * (5 * MiB))), 5 * MiB)
+    tokens = [await store_part(store, key, upload, number, memoryview(parts[number - 1]), (number - 1) * 5 * MiB)
               for number in (3, 2, 1)][::-1]
     await store.complete_multipart(key, upload, [PartRef(n + 1, tokens[n], len(parts[n])) for n in range(3)])
     assert await read_all(store, key, 0, len(data)) == data
@@ -187,13 +223,13 @@ async def test_local_completion_after_a_restart_copies_only_the_later_parts(tmp_
     data = random_bytes(17 * MiB + 5, seed=14)
     view = memoryview(data)
     upload = await before.create_multipart(key, "application/octet-stream")
-    tokens = [await before.upload_part(key, upload, 1, view[: 5 * MiB], offset=0),
-              await before.upload_part(key, upload, 2, view[5 * MiB : 10 * MiB], offset=5 * MiB)]
-    await before.upload_part(key, upload, 3, memoryview(b"s" * (5 * MiB)), offset=10 * MiB)  # not committed
+    tokens = [await store_part(before, key, upload, 1, view[: 5 * MiB], 0),
+              await store_part(before, key, upload, 2, view[5 * MiB : 10 * MiB], 5 * MiB)]
+    await store_part(before, key, upload, 3, memoryview(b"s" * (5 * MiB)), 10 * MiB)  # not committed
     first_file = next((tmp_path / "multipart" / upload).glob("data-*"))
     inode = first_file.stat().st_ino
-    tokens += [await after.upload_part(key, upload, 3, view[10 * MiB : 15 * MiB], offset=10 * MiB),
-               await after.upload_part(key, upload, 4, view[15 * MiB :], offset=15 * MiB)]
+    tokens += [await store_part(after, key, upload, 3, view[10 * MiB : 15 * MiB], 10 * MiB),
+               await store_part(after, key, upload, 4, view[15 * MiB :], 15 * MiB)]
     sizes = [5 * MiB, 5 * MiB, 5 * MiB, len(data) - 15 * MiB]
     await after.complete_multipart(key, upload, [PartRef(n + 1, tokens[n], sizes[n]) for n in range(4)])
     assert await read_all(after, key, 0, len(data)) == data
@@ -221,7 +257,7 @@ async def test_local_completion_without_copy_file_range(tmp_path, monkeypatch):
     key = f"media/files/{uuid.uuid4().hex}.bin"
     upload = await store.create_multipart(key, "application/octet-stream")
     view = memoryview(data)
-    parts = [await store.upload_part(key, upload, 1, view[: 5 * MiB], offset=0),
+    parts = [await store_part(store, key, upload, 1, view[: 5 * MiB], 0),
              await store.upload_part(key, upload, 2, view[5 * MiB : 10 * MiB]),
              await store.copy_part(key, upload, 3, source, 10 * MiB, len(data) - 1)]
     sizes = [5 * MiB, 5 * MiB, len(data) - 10 * MiB]

@@ -103,6 +103,7 @@ def test_patch_errors_leave_offset_unchanged(gateway, token):
     mismatch = patch(url, token, 1, b"de")
     assert mismatch.status_code == 409
     assert mismatch.json()["error"]["code"] == "mismatched_offset"
+    assert mismatch.headers["Upload-Offset"] == "3", "a client recovers without a HEAD"
     for bad in ("-1", "x", ""):
         response = patch(url, token, 0, b"de", **{"Upload-Offset": bad})
         assert response.status_code == 400, bad
@@ -297,10 +298,25 @@ def test_checksum_match_and_mismatch(gateway, token):
 
 def test_checksum_header_errors(gateway, token):
     url = create_upload(gateway, token, 3)
-    for header in ("whirlpool AAAA", "sha1 not-base64!", "sha1 " + base64.b64encode(b"short").decode(), "sha1"):
+    for header in ("whirlpool AAAA", "sha1 not-base64!", "sha1", "sha1 "):
         response = patch(url, token, 0, b"abc", **{"Upload-Checksum": header})
         assert response.status_code == 400, header
+        assert response.json()["error"]["code"] == "invalid_checksum"
     assert head(url, token).headers["Upload-Offset"] == "0"
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "md5", "crc32"])
+def test_checksum_of_the_wrong_length_is_a_mismatch(gateway, token, algorithm):
+    """Valid base64 that cannot be the algorithm's digest is a mismatch (460), not a syntax error."""
+    url = create_upload(gateway, token, 3)
+    wrong = "Upload-Checksum", f"{algorithm} " + base64.b64encode(b"short!").decode()
+    response = patch(url, token, 0, b"abc", **dict([wrong]))
+    assert response.status_code == 460, response.text
+    assert response.json()["error"]["code"] == "checksum_mismatch"
+    assert head(url, token).headers["Upload-Offset"] == "0"
+    created = requests.post(gateway.files_url, data=b"abc", headers=auth(
+        token, **{"Upload-Length": "3", "Content-Type": "application/offset+octet-stream", wrong[0]: wrong[1]}))
+    assert created.status_code == 460 and "Location" not in created.headers, created.headers
 
 
 def test_checksum_trailer_is_refused_before_the_body(gateway, token):
@@ -344,7 +360,11 @@ def test_concatenation(gateway, token, sizes):
     assert info.headers["Upload-Offset"] == str(sum(sizes))
     assert info.headers["Upload-Concat"].startswith("final;")
     assert download(final, token) == b"".join(pieces)
-    assert patch(final, token, sum(sizes), b"x").status_code in (403, 413)
+    for offset, body in ((sum(sizes), b"x"), (sum(sizes), b""), (0, b"y")):
+        refused = patch(final, token, offset, body)
+        assert refused.status_code == 403, (offset, body, refused.text)
+        assert refused.json()["error"]["code"] == "upload_not_writable"
+    assert head(final, token).headers["Upload-Offset"] == str(sum(sizes))
 
 
 def test_concatenation_errors(gateway, token):

@@ -4,12 +4,18 @@ A store keeps objects under string keys and supports S3-style multipart
 uploads. Every method is a coroutine; implementations never block the event
 loop. Parts are numbered from 1; every part but the last must be at least
 `MIN_PART_SIZE` bytes (the S3 rule, enforced by S3 and kept by callers).
+Every failure leaves a store as `StoreError` (or `ObjectNotFound`), never as
+an error of the library or operating system underneath.
+
+What only some stores can do is declared by small protocols, checked with
+`isinstance`: `CopiesParts`, `WritesPartsInPlace`, `SignsUrls`. What the gateway
+offers (tus extensions, media URLs) follows from them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol, Sequence
+from typing import AsyncIterator, Protocol, Sequence, runtime_checkable
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10_000
@@ -40,18 +46,12 @@ class ObjectStore(Protocol):
     async def create_multipart(self, key: str, content_type: str) -> str:
         """Start a multipart upload of `key`; return its upload id."""
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview,
-                          offset: int | None = None) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
         """Store `data` as part `number` (replacing an earlier one); return its part token.
 
         The token (ETag and whatever else the store needs) is opaque: callers keep it
         and pass it back to `complete_multipart`. Returns only once the part is durable.
-        `offset`, when the caller knows it, is where the part's first byte will sit in the
-        finished object: a hint a store may use to lay the bytes out in place.
         """
-
-    async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:
-        """Store bytes first..last (inclusive) of `source_key` as part `number`, server side."""
 
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartRef]) -> None:
         """Assemble `parts` (ascending numbers) into the object `key`.
@@ -80,11 +80,39 @@ class ObjectStore(Protocol):
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every object whose key starts with `prefix`; return how many."""
 
-    async def signed_url(self, key: str, expires_in: int, filename: str | None = None) -> str | None:
-        """A URL that reads `key` without credentials, or None when the store has none."""
-
     async def check(self) -> None:
         """Raise StoreError unless the store is reachable and writable."""
 
     async def close(self) -> None:
         """Release threads and connections."""
+
+
+@runtime_checkable
+class CopiesParts(Protocol):
+    """A store that makes a part from bytes of a stored object without sending them through us."""
+
+    async def copy_part(self, key: str, upload_id: str, number: int, source_key: str, first: int, last: int) -> str:
+        """Store bytes first..last (inclusive) of `source_key` as part `number`; return its token."""
+
+
+@runtime_checkable
+class WritesPartsInPlace(Protocol):
+    """A store that can lay a part's bytes at their final place in the object as they arrive."""
+
+    async def upload_part_at(self, key: str, upload_id: str, number: int, data: memoryview, offset: int) -> str:
+        """`upload_part`, told that the part's first byte sits at `offset` of the finished object."""
+
+
+@runtime_checkable
+class SignsUrls(Protocol):
+    """A store that hands out URLs reading an object without credentials."""
+
+    async def signed_url(self, key: str, expires_in: int, filename: str | None = None) -> str:
+        """A URL that reads `key` for `expires_in` seconds (served inline as `filename`)."""
+
+
+async def store_part(store: ObjectStore, key: str, upload_id: str, number: int, data: memoryview, offset: int) -> str:
+    """Store part `number` whose first byte sits at `offset`: in place where the store can."""
+    if isinstance(store, WritesPartsInPlace):
+        return await store.upload_part_at(key, upload_id, number, data, offset)
+    return await store.upload_part(key, upload_id, number, data)

@@ -14,6 +14,8 @@ Completion renames the data file that holds the first part into the object, afte
 copying in only the parts that are not already at their place in it (parts another
 instance wrote, or this one before a restart, or parts of unknown position); with
 no such file it copies all parts into a new file, in order.
+Every OS error (a full disk, an I/O error, a refused permission) reaches callers as
+StoreError with the OSError as its cause, and a failed write leaves no temporary file.
 """
 
 from __future__ import annotations
@@ -25,10 +27,31 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import IO, AsyncIterator, Callable, Iterator, Sequence, TypeVar
 
 from streaming.stores.base import ObjectNotFound, PartRef, StoreError
+
+T = TypeVar("T")
+
+
+def _store_error(exc: OSError) -> StoreError:
+    """The StoreError that stands for `exc`; its message names the error, not the file."""
+    if exc.errno is not None and exc.strerror:
+        return StoreError(f"local store: {exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})")
+    return StoreError(f"local store: {exc}")
+
+
+@contextmanager
+def _removed_on_failure(path: Path) -> Iterator[Path]:
+    """Yield `path`; if the block raises, `path` is removed (when it exists) before the error goes on."""
+    try:
+        yield path
+    except BaseException:
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,13 +64,13 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_durably(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        for chunk in chunks:
-            fh.write(chunk)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with _removed_on_failure(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")) as tmp:
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     _fsync_dir(path.parent)
 
 
@@ -150,8 +173,12 @@ class LocalStore:
         # O_DIRECT for aligned in-place parts; turned off for good if the file system refuses it
         self._direct_io = direct_io and hasattr(os, "O_DIRECT")
 
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        """fn(*args) in the executor; an OSError it raises comes out as StoreError (chained)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except OSError as exc:
+            raise _store_error(exc) from exc
 
     def _object_path(self, key: str) -> Path:
         path = (self.objects / key).resolve()
@@ -176,10 +203,11 @@ class LocalStore:
             raise ObjectNotFound(f"no multipart upload {upload_id}")
         return folder
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview,
-                          offset: int | None = None) -> str:
-        if offset is not None and offset >= 0:
-            return await self._run(self._write_in_place, upload_id, data, offset)
+    async def upload_part_at(self, key: str, upload_id: str, number: int, data: memoryview, offset: int) -> str:
+        """Write the part at `offset` of this instance's data file of the upload (in place)."""
+        return await self._run(self._write_in_place, upload_id, data, offset)
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
         etag = uuid.uuid4().hex
 
         def write() -> None:
@@ -217,13 +245,13 @@ class LocalStore:
         def copy() -> None:
             folder = self._existing_upload_dir(upload_id)
             target = folder / f"{number:05d}-{etag}"
-            tmp = folder / f".{target.name}.tmp"
             if not source.is_file():
                 raise ObjectNotFound(source_key)
-            with open(tmp, "wb") as dst:
-                _copy_into(dst.fileno(), source, first, last - first + 1, 0)
-                os.fsync(dst.fileno())
-            os.replace(tmp, target)
+            with _removed_on_failure(folder / f".{target.name}.tmp") as tmp:
+                with open(tmp, "wb") as dst:
+                    _copy_into(dst.fileno(), source, first, last - first + 1, 0)
+                    os.fsync(dst.fileno())
+                os.replace(tmp, target)
 
         await self._run(copy)
         return etag
@@ -263,14 +291,14 @@ class LocalStore:
                     os.close(fd)
                 os.replace(base, target)
             else:
-                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-                with open(tmp, "wb") as dst:
-                    position = 0
-                    for path, start, size in pieces:
-                        _copy_into(dst.fileno(), path, start, size, position)
-                        position += size
-                    os.fsync(dst.fileno())
-                os.replace(tmp, target)
+                with _removed_on_failure(target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")) as tmp:
+                    with open(tmp, "wb") as dst:
+                        position = 0
+                        for path, start, size in pieces:
+                            _copy_into(dst.fileno(), path, start, size, position)
+                            position += size
+                        os.fsync(dst.fileno())
+                    os.replace(tmp, target)
             _fsync_dir(target.parent)
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -296,10 +324,14 @@ class LocalStore:
 
     async def read_range(self, key: str, start: int, end: int, chunk_size: int) -> AsyncIterator[bytes]:
         path = self._object_path(key)
-        try:
-            fh = await self._run(open, path, "rb")
-        except FileNotFoundError:
-            raise ObjectNotFound(key) from None
+
+        def open_for_reading() -> IO[bytes]:
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                raise ObjectNotFound(key) from None
+
+        fh = await self._run(open_for_reading)
         try:
             await self._run(fh.seek, start)
             position = start
@@ -310,14 +342,19 @@ class LocalStore:
                 position += len(chunk)
                 yield chunk
         finally:
-            fh.close()
+            with suppress(OSError):  # closing a file opened for reading loses nothing
+                fh.close()
 
     async def object_size(self, key: str) -> int | None:
         path = self._object_path(key)
-        try:
-            return (await self._run(os.stat, path)).st_size
-        except FileNotFoundError:
-            return None
+
+        def size() -> int | None:
+            try:
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return None
+
+        return await self._run(size)
 
     async def delete_object(self, key: str) -> None:
         await self._run(lambda: self._object_path(key).unlink(missing_ok=True))
@@ -340,19 +377,16 @@ class LocalStore:
 
         return await self._run(remove)
 
-    async def signed_url(self, key: str, expires_in: int, filename: str | None = None) -> str | None:
-        return None
-
     async def check(self) -> None:
         def probe() -> None:
-            probe_path = self.root / f".health-{uuid.uuid4().hex}"
-            probe_path.write_bytes(b"ok")
-            probe_path.unlink()
+            with _removed_on_failure(self.root / f".health-{uuid.uuid4().hex}") as probe_path:
+                probe_path.write_bytes(b"ok")
+                probe_path.unlink()
 
         try:
             await self._run(probe)
-        except OSError as exc:
-            raise StoreError(f"local store not writable: {exc}") from exc
+        except StoreError as exc:
+            raise StoreError(f"local store not writable: {exc.__cause__ or exc}") from exc.__cause__
 
     async def close(self) -> None:
         return None

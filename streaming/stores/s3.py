@@ -120,10 +120,6 @@ class S3Store:
             ),
         )
 
-    @property
-    def client(self) -> Any:
-        return self._client
-
     async def _call(self, operation: str, **kwargs: Any) -> Any:
         method = getattr(self._client, operation)
         loop = asyncio.get_running_loop()
@@ -153,9 +149,7 @@ class S3Store:
         )
         return result["UploadId"]
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview,
-                          offset: int | None = None) -> str:
-        # S3 assembles parts by number; the offset hint is not needed
+    async def upload_part(self, key: str, upload_id: str, number: int, data: memoryview) -> str:
         result = await self._call(
             "upload_part",
             Bucket=self.bucket,
@@ -267,7 +261,7 @@ class S3Store:
                 return count
             token = page.get("NextContinuationToken")
 
-    async def signed_url(self, key: str, expires_in: int, filename: str | None = None) -> str | None:
+    async def signed_url(self, key: str, expires_in: int, filename: str | None = None) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f"inline; filename*=UTF-8''{quote(filename)}"

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.config import MiB, Settings, describe
-from streaming.uploads import UploadLimits, UploadService
+from streaming.engine import UploadLimits, part_size_for
 
 
 def test_defaults_and_overrides():
@@ -32,12 +32,11 @@ def test_every_option_is_described():
 
 
 def test_part_size_fits_ten_thousand_parts():
-    service = UploadService.__new__(UploadService)
-    service.limits = UploadLimits(max_size=200 * 1024**3, part_size=8 * MiB, window=2, expiration=60)
-    assert service.part_size_for(1) == 8 * MiB
-    assert service.part_size_for(100 * 1024**3) * 10_000 >= 100 * 1024**3
-    assert service.part_size_for(100 * 1024**3) % MiB == 0
-    assert service.part_size_for(None) * 10_000 >= 200 * 1024**3
+    limits = UploadLimits(max_size=200 * 1024**3, part_size=8 * MiB, window=2, expiration=60)
+    assert part_size_for(1, limits) == 8 * MiB
+    assert part_size_for(100 * 1024**3, limits) * 10_000 >= 100 * 1024**3
+    assert part_size_for(100 * 1024**3, limits) % MiB == 0
+    assert part_size_for(None, limits) * 10_000 >= 200 * 1024**3
 
 
 def test_parts_in_flight_follow_the_store_unless_set():

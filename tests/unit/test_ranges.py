@@ -2,7 +2,7 @@
 
 import pytest
 
-from streaming.ranges import RangeNotSatisfiable, content_disposition, parse_range, safe_filename
+from gateway.ranges import RangeNotSatisfiable, content_disposition, parse_range, safe_filename
 
 
 @pytest.mark.parametrize("header,expected", [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from streaming.tus.protocol import HeaderError, encode_metadata, parse_metadata, parse_size
+from gateway.tus.headers import HeaderError, encode_metadata, parse_metadata, parse_size
 
 
 def test_metadata_round_trip():

@@ -10,7 +10,11 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 class RangeNotSatisfiable(ValueError):
-    """The range lies outside the object."""
+    """The range lies outside the object of `size` bytes."""
+
+    def __init__(self, header: str, size: int) -> None:
+        super().__init__(header)
+        self.size = size
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -25,19 +29,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not match or (not match.group(1) and not match.group(2)):
         return None
     if size == 0:
-        raise RangeNotSatisfiable(header)
+        raise RangeNotSatisfiable(header, size)
     first, last = match.group(1), match.group(2)
     if not first:
         suffix = int(last)
         if suffix == 0:
-            raise RangeNotSatisfiable(header)
+            raise RangeNotSatisfiable(header, size)
         return max(size - suffix, 0), size
     start = int(first)
     end = size if not last else min(int(last) + 1, size)
     if last and int(last) < start:
         return None
     if start >= size:
-        raise RangeNotSatisfiable(header)
+        raise RangeNotSatisfiable(header, size)
     return start, end
 
 

@@ -10,15 +10,6 @@ import re
 TUS_RESUMABLE = "1.0.0"
 TUS_VERSIONS = ("1.0.0",)
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
-EXTENSIONS = (
-    "creation",
-    "creation-with-upload",
-    "creation-defer-length",
-    "termination",
-    "expiration",
-    "checksum",
-    "concatenation",
-)
 MAX_METADATA_PAIRS = 64
 
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
@@ -94,6 +85,19 @@ def parse_concat_final(header: str) -> list[str]:
     if not ids:
         raise HeaderError("Upload-Concat: final needs the partial upload URLs")
     return ids
+
+
+def extensions(*, concatenation: bool, expiration: bool) -> list[str]:
+    """The tus extensions to advertise in Tus-Extension, given what the configured store and
+    settings actually do (concatenation needs a store that copies parts; expiration, an
+    expiry time)."""
+    names = ["creation", "creation-with-upload", "creation-defer-length", "termination"]
+    if expiration:
+        names.append("expiration")
+    names.append("checksum")
+    if concatenation:
+        names.append("concatenation")
+    return names
 
 
 def http_date(timestamp: float) -> str:

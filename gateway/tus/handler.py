@@ -1,9 +1,9 @@
 """The tus 1.0 endpoint (`/files/`): OPTIONS, POST, HEAD, PATCH, DELETE and GET downloads.
 
 Request bodies are streamed (`@stream_request_body`): a PATCH body goes chunk by
-chunk into a `PartWriter`, which waits when the store is slower than the
+chunk into an `UploadSession`, which waits when the store is slower than the
 client, so Tornado stops reading the socket. Status codes follow the tus 1.0
-specification; every error body is the gateway's JSON error shape.
+specification; errors are answered through the gateway's one error table.
 """
 
 from __future__ import annotations
@@ -14,70 +14,43 @@ import re
 from typing import Any
 
 import tornado.web
-from pymongo.errors import PyMongoError
 
-from gateway.base import REJECT_DRAIN_LIMIT, ApiError, BaseHandler
+from gateway.base import REJECT_DRAIN_LIMIT, BaseHandler
 from gateway.downloads import stream_object
-from metadata.uploads import COMPLETE, UploadRecord
-from streaming.errors import (
-    ConcatenationError,
-    InvalidLength,
-    LeaseLost,
-    OffsetMismatch,
-    SizeExceeded,
-    StorageFailure,
-    UploadError,
-    UploadGone,
-    UploadNotFound,
-    UploadNotWritable,
-    TypeNotAllowed,
-)
-from streaming.locking import UploadLocked
-from streaming.tus.checksum import ALGORITHMS, Hasher, parse_checksum
-from streaming.tus.protocol import (
-    EXTENSIONS,
+from gateway.errors import ApiError, answer_for
+from gateway.tus.checksum import ALGORITHMS, Hasher, parse_checksum
+from gateway.tus.headers import (
     OFFSET_OCTET_STREAM,
     TUS_RESUMABLE,
     TUS_VERSIONS,
     HeaderError,
     encode_metadata,
+    extensions,
     http_date,
     parse_concat_final,
     parse_metadata,
     parse_size,
 )
-from streaming.writer import PartWriter
+from metadata.uploads import COMPLETE, UploadRecord
+from streaming.errors import (
+    InvalidLength,
+    OffsetMismatch,
+    SizeExceeded,
+    TypeNotAllowed,
+    UploadError,
+    UploadNotFound,
+    UploadNotWritable,
+)
+from streaming.session import UploadSession
 
 log = logging.getLogger("mediaserver.tus")
 
 _background: set[asyncio.Future] = set()
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
-_ERRORS: list[tuple[type[Exception], int, str]] = [
-    (UploadNotFound, 404, "upload_not_found"),
-    (UploadGone, 410, "upload_gone"),
-    (OffsetMismatch, 409, "mismatched_offset"),
-    (SizeExceeded, 413, "max_size_exceeded"),
-    (InvalidLength, 400, "invalid_length"),
-    (UploadNotWritable, 403, "upload_not_writable"),
-    (ConcatenationError, 400, "invalid_concat"),
-    (LeaseLost, 409, "lease_lost"),
-    (StorageFailure, 503, "storage_unavailable"),
-    (UploadLocked, 423, "upload_locked"),
-    (TypeNotAllowed, 415, "type_not_allowed"),
-]
 
-
-def tus_error(exc: Exception) -> ApiError:
-    """The HTTP answer for an upload error."""
-    if isinstance(exc, PyMongoError):
-        return ApiError(503, "metadata_unavailable", "the metadata store is unavailable; retry later", {"Retry-After": "5"})
-    for kind, status, code in _ERRORS:
-        if isinstance(exc, kind):
-            headers = {"Retry-After": "5"} if status == 503 else {"Retry-After": "1"} if status == 423 else {}
-            message = str(exc) or code.replace("_", " ")
-            return ApiError(status, code, message, headers)
-    return ApiError(500, "internal_error", "internal server error")
+def _is_offset_stream(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() == OFFSET_OCTET_STREAM
 
 
 @tornado.web.stream_request_body
@@ -87,7 +60,7 @@ class TusHandler(BaseHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
     rate_limit = None
 
-    _writer: PartWriter | None = None
+    _session: UploadSession | None = None
     _rejection: Exception | None = None
     _answered = False
     _discarded = 0
@@ -127,35 +100,34 @@ class TusHandler(BaseHandler):
         upload_id = self.path_args[0] if self.path_args else None
         if upload_id is not None and not _UPLOAD_ID.match(upload_id):
             raise ApiError(404, "upload_not_found", "no such upload")
-        try:
-            if method == "PATCH":
-                if upload_id is None:
-                    raise ApiError(405, "method_not_allowed", "PATCH needs an upload URL")
-                await self._open_patch(upload_id)
-            elif method == "POST":
-                if upload_id is not None:
-                    raise ApiError(405, "method_not_allowed", "POST goes to the collection URL")
-                await self._open_creation()
-        except UploadError as exc:
-            raise tus_error(exc) from None
-        except UploadLocked as exc:
-            raise tus_error(exc) from None
+        if method == "PATCH":
+            if upload_id is None:
+                raise ApiError(405, "method_not_allowed", "PATCH needs an upload URL")
+            await self._open_patch(upload_id)
+        elif method == "POST":
+            if upload_id is not None:
+                raise ApiError(405, "method_not_allowed", "POST goes to the collection URL")
+            await self._open_creation()
 
     def _checksum(self) -> tuple[str, bytes] | None:
         """The body's expected checksum from the `Upload-Checksum` header, or None.
 
         A checksum announced as a trailer (`Trailer: Upload-Checksum`) is refused with 400
         before any byte is read: the HTTP server cannot read trailers, and bytes it could
-        not verify must not be committed as if they were checked.
+        not verify must not be committed as if they were checked. A digest of the wrong
+        length for its algorithm can match no body: 460 at once, nothing read or committed.
         """
         trailers = {name.strip().lower() for name in self.request.headers.get("Trailer", "").split(",")}
         if "upload-checksum" in trailers:
             raise ApiError(400, "checksum_trailer_unsupported",
                            "Upload-Checksum in a trailer is not supported; send it as a request header")
         try:
-            return parse_checksum(self.request.headers.get("Upload-Checksum"))
+            checksum = parse_checksum(self.request.headers.get("Upload-Checksum"))
         except HeaderError as exc:
             raise ApiError(400, "invalid_checksum", str(exc)) from None
+        if checksum is not None and len(checksum[1]) != len(ALGORITHMS[checksum[0]]().digest()):
+            raise ApiError(460, "checksum_mismatch", "the Upload-Checksum digest has the wrong length for its algorithm")
+        return checksum
 
     def _content_length(self) -> int | None:
         try:
@@ -174,7 +146,7 @@ class TusHandler(BaseHandler):
         return record
 
     async def _open_patch(self, upload_id: str) -> None:
-        if self.request.headers.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_OCTET_STREAM:
+        if not _is_offset_stream(self.request.headers.get("Content-Type")):
             raise ApiError(415, "unsupported_media_type", f"Content-Type must be {OFFSET_OCTET_STREAM}")
         try:
             offset = parse_size(self.request.headers.get("Upload-Offset"), "Upload-Offset")
@@ -185,6 +157,8 @@ class TusHandler(BaseHandler):
             raise ApiError(400, "missing_offset", "Upload-Offset is required")
         body_length = self._content_length()
         record = await self._visible(upload_id)
+        if record.concat == "final":
+            raise UploadNotWritable("a final concatenated upload takes no data")
         if record.status == COMPLETE and offset == record.length and not body_length:
             self._answer_patch(record)
             return
@@ -196,7 +170,7 @@ class TusHandler(BaseHandler):
         limit = target if target is not None else self.services.settings.tus_max_size
         if body_length is not None and offset + body_length > limit:
             raise SizeExceeded("the body would pass the upload's length")
-        await self._start_writer(upload_id, offset, length, self._checksum(), body_length)
+        await self._open_session(upload_id, offset, length, self._checksum(), body_length)
 
     async def _open_creation(self) -> None:
         headers = self.request.headers
@@ -230,7 +204,10 @@ class TusHandler(BaseHandler):
         if (length is None) == (deferred is None):
             raise ApiError(400, "invalid_length", "exactly one of Upload-Length and Upload-Defer-Length is required")
         body_length = self._content_length() or 0
-        with_body = headers.get("Content-Type", "").split(";")[0].strip().lower() == OFFSET_OCTET_STREAM
+        with_body = _is_offset_stream(headers.get("Content-Type"))
+        if not with_body and (body_length or self._expects_body()):
+            raise ApiError(415, "unsupported_media_type",
+                           f"a body sent with the creation request must be {OFFSET_OCTET_STREAM}")
         max_size = self.services.settings.tus_max_size
         if length is not None and length > max_size:
             raise ApiError(413, "max_size_exceeded", f"Upload-Length exceeds the maximum of {max_size} bytes")
@@ -241,18 +218,17 @@ class TusHandler(BaseHandler):
         self._created = record
         log.info("upload created", extra={"upload_id": record.id, "length": length})
         if with_body and body_length != 0 and record.status != COMPLETE:
-            await self._start_writer(record.id, 0, None, checksum, self._content_length())
+            await self._open_session(record.id, 0, None, checksum, self._content_length())
 
-    async def _start_writer(self, upload_id: str, offset: int, length: int | None,
+    async def _open_session(self, upload_id: str, offset: int, length: int | None,
                             checksum: tuple[str, bytes] | None, body_length: int | None) -> None:
         if checksum is not None:
             self._hasher = ALGORITHMS[checksum[0]]()
             self._expected_digest = checksum[1]
         # commit part by part only when the body cannot be rejected as a whole later
         eager = checksum is None and body_length is not None
-        self._writer = await self.services.uploads.open_writer(upload_id, offset, length=length, eager=eager)
-        writer = self._writer
-        remaining = (writer.record.length if writer.record.length is not None else self.services.settings.tus_max_size) - offset
+        session = self._session = await self.services.uploads.open_session(upload_id, offset, length=length, eager=eager)
+        remaining = (session.record.length if session.record.length is not None else self.services.settings.tus_max_size) - offset
         # a chunked body may run past the upload: read a little more, so the writer answers 413 JSON
         self.request.connection.set_max_body_size(max(remaining, 0) + REJECT_DRAIN_LIMIT)  # type: ignore[attr-defined]
 
@@ -260,66 +236,68 @@ class TusHandler(BaseHandler):
 
     async def data_received(self, chunk: bytes) -> None:
         self.touch()
-        if self._writer is None or self._rejection is not None:
+        if self._session is None or self._rejection is not None:
             self._discarded += len(chunk)
             return
         try:
-            await self._writer.write(chunk)
+            await self._session.write(chunk)
             if self._hasher is not None:
                 self._hasher.update(chunk)
-        except (UploadError, UploadLocked, PyMongoError) as exc:
+        except UploadError as exc:
             self._rejection = exc
 
     def body_buffer(self, limit: int) -> memoryview | None:
         """Where the next body bytes may be received in place (see gateway.in_place_body)."""
-        if self._writer is None or self._rejection is not None:
+        if self._session is None or self._rejection is not None:
             return None
-        return self._writer.receive_buffer(limit)
+        return self._session.receive_buffer(limit)
 
     async def body_received(self, view: memoryview, count: int) -> None:
         """`count` body bytes arrived at the start of `view` (from body_buffer)."""
         self.touch()
-        assert self._writer is not None
+        assert self._session is not None
         try:
             if self._hasher is not None:
                 self._hasher.update(view[:count])
-            await self._writer.take_received(count)
-        except (UploadError, UploadLocked, PyMongoError) as exc:
+            await self._session.take_received(count)
+        except UploadError as exc:
             self._rejection = exc
 
     def on_connection_close(self) -> None:
         """The client went away mid-body: keep what arrived, give the lease back."""
-        writer = self._writer
-        if writer is not None and not self._answered:
+        session = self._session
+        if session is not None and not self._answered:
+            engine = self.services.uploads
             unverifiable = self._rejection is not None or self._hasher is not None
-            ending = writer.abort() if unverifiable else writer.finish()
+            ending = engine.abort(session) if unverifiable else engine.finish(session)
             task = asyncio.ensure_future(ending)
             _background.add(task)
             task.add_done_callback(_finished_in_background)
 
-    async def _finish_writer(self) -> UploadRecord:
-        writer = self._writer
-        assert writer is not None
+    async def _finish_session(self) -> UploadRecord:
+        session = self._session
+        assert session is not None
+        engine = self.services.uploads
         if self._rejection is not None:
-            await writer.abort()
-            await self._discard_if_refused(self._rejection, writer)
-            raise tus_error(self._rejection)
+            await engine.abort(session)
+            await self._discard_if_refused(self._rejection, session)
+            raise self._rejection
         if self._hasher is not None and self._hasher.digest() != self._expected_digest:
-            await writer.abort()
+            await engine.abort(session)
             raise ApiError(460, "checksum_mismatch", "the body does not match Upload-Checksum")
         try:
-            return await writer.finish()
-        except (UploadError, PyMongoError) as exc:
-            await self._discard_if_refused(exc, writer)
-            raise tus_error(exc) from None
+            return await engine.finish(session)
+        except UploadError as exc:
+            await self._discard_if_refused(exc, session)
+            raise
 
-    async def _discard_if_refused(self, exc: Exception, writer: PartWriter) -> None:
+    async def _discard_if_refused(self, exc: Exception, session: UploadSession) -> None:
         """A file of a refused type leaves nothing behind."""
         if isinstance(exc, TypeNotAllowed):
             try:
-                await self.services.uploads.terminate(writer.record.id)
-            except (UploadError, UploadLocked):
-                log.warning("could not discard a refused upload", extra={"upload_id": writer.record.id})
+                await self.services.uploads.terminate(session.record.id)
+            except UploadError:
+                log.warning("could not discard a refused upload", extra={"upload_id": session.record.id})
 
     # -- methods ----------------------------------------------------------------------
 
@@ -329,19 +307,24 @@ class TusHandler(BaseHandler):
             return
         self.set_header("Tus-Version", ",".join(TUS_VERSIONS))
         self.set_header("Tus-Max-Size", str(self.services.settings.tus_max_size))
-        self.set_header("Tus-Extension", ",".join(EXTENSIONS))
+        self.set_header("Tus-Extension", ",".join(extensions(
+            concatenation=self.services.uploads.concatenates,
+            expiration=self.services.settings.upload_expiration > 0)))
         self.set_header("Tus-Checksum-Algorithm", ",".join(ALGORITHMS))
         self.set_status(204)
 
     async def post(self, upload_id: str | None = None) -> None:
         record: UploadRecord = self._created
-        if self._writer is not None:
+        if self._session is not None:
             try:
-                record = await self._finish_writer()
-            except ApiError as exc:
-                if exc.status_code != 415:  # a refused type is gone; anything else can be resumed
-                    exc.headers["Location"] = self._upload_url(record.id)
-                raise
+                record = await self._finish_session()
+            except Exception as exc:  # noqa: BLE001 - answered through the error table, with Location
+                answer = answer_for(exc)
+                if answer is None:
+                    raise
+                if answer.status_code != 415:  # a refused type is gone; anything else can be resumed
+                    answer.headers["Location"] = self._upload_url(record.id)
+                raise answer from None
             self.set_header("Upload-Offset", str(record.offset))
         elif self.request.headers.get("Content-Type", "").startswith(OFFSET_OCTET_STREAM):
             self.set_header("Upload-Offset", str(record.offset))
@@ -357,10 +340,7 @@ class TusHandler(BaseHandler):
     async def head(self, upload_id: str | None = None) -> None:
         if upload_id is None:
             raise ApiError(405, "method_not_allowed", "HEAD needs an upload URL")
-        try:
-            record = await self._visible(upload_id)
-        except UploadError as exc:
-            raise tus_error(exc) from None
+        record = await self._visible(upload_id)
         self.set_header("Cache-Control", "no-store")
         self.set_header("Upload-Offset", str(record.offset))
         if record.length is None:
@@ -380,7 +360,7 @@ class TusHandler(BaseHandler):
     async def patch(self, upload_id: str) -> None:
         if self._answered:
             return
-        record = await self._finish_writer()
+        record = await self._finish_session()
         self._answer_patch(record)
 
     def _answer_patch(self, record: UploadRecord) -> None:
@@ -394,11 +374,8 @@ class TusHandler(BaseHandler):
     async def delete(self, upload_id: str | None = None) -> None:
         if upload_id is None:
             raise ApiError(405, "method_not_allowed", "DELETE needs an upload URL")
-        try:
-            await self._visible(upload_id)
-            await self.services.uploads.terminate(upload_id)
-        except (UploadError, UploadLocked) as exc:
-            raise tus_error(exc) from None
+        await self._visible(upload_id)
+        await self.services.uploads.terminate(upload_id)
         log.info("upload terminated", extra={"upload_id": upload_id})
         self.set_status(204)
 
@@ -406,17 +383,10 @@ class TusHandler(BaseHandler):
         if upload_id is None:
             raise ApiError(405, "method_not_allowed", "GET needs an upload URL")
         self.clear_header("Tus-Resumable")
-        try:
-            record = await self._visible(upload_id)
-        except UploadError as exc:
-            raise tus_error(exc) from None
+        record = await self._visible(upload_id)
         if record.status != COMPLETE:
             raise ApiError(404, "upload_not_finished", "the upload is not finished")
-        await stream_object(self, record.key or "", record.length or 0, record.content_type, _filename(record))
-
-
-def _filename(record: UploadRecord) -> str | None:
-    return record.metadata.get("filename") or record.metadata.get("name")
+        await stream_object(self, record.key or "", record.length or 0, record.content_type, record.filename)
 
 
 def _finished_in_background(task: asyncio.Future) -> None:
