@@ -32,6 +32,7 @@ setup(
             "openapi-spec-validator>=0.7",
             "schemathesis>=4.32,<5",
             "import-linter>=2.1",
+            "hypothesis>=6.100",
         ],
         "bench": ["pyvips>=2.2", "pyvips-binary>=8.16", "psutil>=6", "requests>=2.32", "moto[server]>=5.1"],
     },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,22 @@ class Principal:
         return self.role == "admin"
 
 
+@dataclass(frozen=True)
+class Token:
+    """A verified token: whom it speaks for and what identifies it.
+
+    `version` is the account's token version the token was issued under (the `ver` claim);
+    None for a token without one (issued elsewhere with the shared secret, or before token
+    versions existed).
+    """
+
+    principal: Principal
+    token_id: str  # the `jti` claim (or, without one, a digest of the token)
+    expires_at: int
+    issued_at: int
+    version: int | None = None
+
+
 class TokenIssuer:
     """Issues and verifies access tokens with one secret."""
 
@@ -38,11 +55,15 @@ class TokenIssuer:
         self._secret = secret
         self.ttl = ttl
 
-    def issue(self, principal: Principal, now: float | None = None) -> tuple[str, int]:
-        """A signed token for `principal` and its expiry (epoch seconds)."""
+    def issue(self, principal: Principal, now: float | None = None, version: int | None = None) -> tuple[str, int]:
+        """A signed token for `principal` and its expiry (epoch seconds).
+
+        `version` is the account's current token version (see auth.revocation): the token
+        stays valid only while the account keeps that version.
+        """
         now = int(time.time() if now is None else now)
         expires = now + self.ttl
-        claims = {
+        claims: dict[str, object] = {
             "sub": principal.user_id,
             "name": principal.username,
             "role": principal.role,
@@ -52,10 +73,19 @@ class TokenIssuer:
             "iss": ISSUER,
             "jti": uuid.uuid4().hex,
         }
+        if version is not None:
+            claims["ver"] = version
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; raises InvalidToken otherwise."""
+        return self.decode(token).principal
+
+    def decode(self, token: str) -> Token:
+        """The verified token (signature, algorithm, issuer, time claims); raises InvalidToken.
+
+        Says nothing of revocation: that needs the accounts (auth.revocation.TokenChecker).
+        """
         try:
             claims = jwt.decode(
                 token,
@@ -70,4 +100,14 @@ class TokenIssuer:
         sub, name, role = claims.get("sub"), claims.get("name", ""), claims.get("role", "user")
         if not isinstance(sub, str) or not isinstance(name, str) or role not in ("user", "admin"):
             raise InvalidToken("malformed claims")
-        return Principal(sub, name, role)
+        jti, version = claims.get("jti"), claims.get("ver")
+        if jti is not None and not isinstance(jti, str):
+            raise InvalidToken("malformed claims")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
+            raise InvalidToken("malformed claims")
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, (int, float)) or not isinstance(iat, (int, float)):
+            raise InvalidToken("malformed claims")
+        if jti is None:  # a token minted without one is still named, by its digest
+            jti = "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+        return Token(Principal(sub, name, role), jti, int(exp), int(iat), version)

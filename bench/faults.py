@@ -167,7 +167,7 @@ class Stack:
     def env(self, **overrides: Any) -> dict[str, str]:
         env = {
             "HOST": "127.0.0.1", "PORT": str(free_port()), "MONGODB_URI": self.mongo.uri,
-            "MONGODB_DB": f"bench_{secrets.token_hex(4)}", "JWT_SECRET": self.secret, "LOG_LEVEL": "WARNING",
+            "MONGODB_DB": f"bench_{secrets.token_hex(4)}", "JWT_SECRET": self.secret, "ACCOUNTLESS_TOKENS": "true", "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "text", "PART_SIZE": "5MiB", "STORAGE_BACKEND": "s3", "S3_BUCKET": "bench-faults",
             "S3_ENDPOINT_URL": self.moto.url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_REGION": "eu-west-2", "RATE_LIMIT_REQUESTS": "1000000", "TUS_RATE_BURST": "1000000",

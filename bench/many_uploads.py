@@ -184,7 +184,7 @@ def main() -> int:
                 data_dir = folder / store
                 data_dir.mkdir()
                 env = {"HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(data_dir),
-                       "MONGODB_URI": mongo_uri, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING",
+                       "MONGODB_URI": mongo_uri, "JWT_SECRET": JWT_SECRET, "ACCOUNTLESS_TOKENS": "true", "LOG_LEVEL": "WARNING",
                        "PART_SIZE": args.part_size, "UPLOAD_MEMORY_BUDGET": args.memory_budget,
                        "STORAGE_BACKEND": store, "S3_BUCKET": "concurrent", "S3_ENDPOINT_URL": endpoint,
                        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "eu-west-2"}

@@ -295,7 +295,7 @@ def upload_id(url: str) -> str:
 
 def gateway_env(folder: Path, mongo_uri: str, endpoint: str, part_size: int) -> dict[str, str]:
     return {"HOST": "127.0.0.1", "DATA_DIR": str(folder), "MONGODB_URI": mongo_uri,
-            "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING", "PART_SIZE": str(part_size),
+            "JWT_SECRET": JWT_SECRET, "ACCOUNTLESS_TOKENS": "true", "LOG_LEVEL": "WARNING", "PART_SIZE": str(part_size),
             "STORAGE_BACKEND": "s3", "S3_BUCKET": BUCKETS["ours"], "S3_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": REGION,
             "PORT": str(free_port())}

@@ -149,7 +149,7 @@ def video_bytes_read(folder: Path, megabytes: int, store: str) -> tuple[int, flo
     data_dir = folder / f"gateway-{store}"
     data_dir.mkdir(exist_ok=True)
     env = {"HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(data_dir), "MONGODB_URI": mongo_uri,
-           "MONGODB_DB": f"thumbs_{store}", "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING", "STORAGE_BACKEND": store}
+           "MONGODB_DB": f"thumbs_{store}", "JWT_SECRET": JWT_SECRET, "ACCOUNTLESS_TOKENS": "true", "LOG_LEVEL": "WARNING", "STORAGE_BACKEND": store}
     if store == "s3":
         moto, endpoint = start_moto()
         env.update({"S3_BUCKET": "bench", "S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",

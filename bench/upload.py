@@ -201,7 +201,7 @@ def main() -> None:
             source = folder / "source.bin"
             make_file(source, size)
             env = {"HOST": "127.0.0.1", "DATA_DIR": str(folder / "gw"), "MONGODB_URI": mongo_uri,
-                   "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING", "PART_SIZE": str(part_size),
+                   "JWT_SECRET": JWT_SECRET, "ACCOUNTLESS_TOKENS": "true", "LOG_LEVEL": "WARNING", "PART_SIZE": str(part_size),
                    "STORAGE_BACKEND": "s3", "S3_BUCKET": "bench", "S3_ENDPOINT_URL": endpoint,
                    "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "eu-west-2"}
             (folder / "gw").mkdir()

@@ -13,7 +13,7 @@ from gateway.events import EventsHandler
 from gateway.health import DetailedHealthHandler, HealthHandler
 from gateway.in_place_body import install as install_in_place_bodies
 from gateway.logs import emf
-from gateway.metrics import MetricsHandler, RouteNamer
+from gateway.metrics import METHODS, MetricsHandler, RouteNamer, method_label
 from gateway.net import client_ip, decimal
 from gateway.services import Services
 from gateway.auth_routes import handlers as auth_handlers
@@ -23,10 +23,13 @@ from gateway.web import handlers as web_handlers
 from gateway.tus.handler import handlers as tus_handlers
 
 access_log = logging.getLogger("mediaserver.access")
+LOGGED_PATH_LIMIT = 512  # characters of a request path written to the access log
 
 
 class NotFoundHandler(BaseHandler):
     """Every unknown route: a JSON 404."""
+
+    authenticates = False  # never looks at the caller: no account lookup
 
     rate_limit = None
 
@@ -35,10 +38,32 @@ class NotFoundHandler(BaseHandler):
         raise ApiError(404, "not_found", "no such route")
 
 
-def make_app(services: Services) -> tornado.web.Application:
-    """The application with every route, bound to `services`."""
-    settings = services.settings
-    routes = [
+class MethodNotAllowedHandler(BaseHandler):
+    """Every request with a method the gateway does not serve: a JSON 405 before anything
+    else runs (no route, no rate limit, no body read)."""
+
+    authenticates = False  # never looks at the caller: no account lookup
+
+    SUPPORTED_METHODS = ()  # type: ignore[assignment]
+    rate_limit = None
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Allow", ", ".join(METHODS))
+
+
+class GatewayApplication(tornado.web.Application):
+    """The Tornado application, refusing unknown methods before routing."""
+
+    def find_handler(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        if request.method not in METHODS:
+            return self.get_handler_delegate(request, MethodNotAllowedHandler)
+        return super().find_handler(request, **kwargs)
+
+
+def routes() -> list[tuple]:
+    """Every route of the gateway: (pattern, handler class[, handler arguments])."""
+    return [
         (r"/health", HealthHandler),
         (r"/health/detailed", DetailedHealthHandler),
         (r"/metrics", MetricsHandler),
@@ -49,22 +74,30 @@ def make_app(services: Services) -> tornado.web.Application:
         *tus_handlers(),
         *web_handlers(),
     ]
-    route_of = RouteNamer([rule[0] for rule in routes])
+
+
+def make_app(services: Services) -> tornado.web.Application:
+    """The application with every route, bound to `services`."""
+    settings = services.settings
+    rules = routes()
+    route_of = RouteNamer([rule[0] for rule in rules])
     metrics = services.metrics
 
     def log_request(handler: tornado.web.RequestHandler) -> None:
+        """Metrics and an access log line for every answered request. Nothing the client
+        chose reaches a metric label: the route is a template, the method one of a fixed set."""
         request = handler.request
         route = route_of(request.path)
+        method = method_label(request.method)
         status = handler.get_status()
         seconds = request.request_time()
-        metrics.http_requests.labels(route, request.method, str(status)).inc()
-        metrics.http_duration.labels(route, request.method).observe(seconds)
+        metrics.observe_request(route, method, status, seconds)
         access_log.info(
             "request",
             extra={
                 "route": route,
-                "method": request.method,
-                "path": request.path,
+                "method": method,
+                "path": request.path[:LOGGED_PATH_LIMIT],
                 "status": status,
                 "duration_ms": round(seconds * 1000, 1),
                 "ip": client_ip(request, settings.trusted_proxy_hops),
@@ -77,8 +110,8 @@ def make_app(services: Services) -> tornado.web.Application:
             },
         )
 
-    return tornado.web.Application(
-        routes,
+    return GatewayApplication(
+        rules,
         services=services,
         default_handler_class=NotFoundHandler,
         log_function=log_request,
@@ -89,8 +122,8 @@ def make_app(services: Services) -> tornado.web.Application:
 
 def make_metrics_app(services: Services) -> tornado.web.Application:
     """An application serving only /metrics (for METRICS_PORT)."""
-    return tornado.web.Application([(r"/metrics", MetricsHandler)], services=services,
-                                   default_handler_class=NotFoundHandler, log_function=lambda handler: None)
+    return GatewayApplication([(r"/metrics", MetricsHandler)], services=services,
+                              default_handler_class=NotFoundHandler, log_function=lambda handler: None)
 
 
 def make_server(app: tornado.web.Application, settings) -> tornado.httpserver.HTTPServer:

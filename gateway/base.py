@@ -7,18 +7,21 @@ status; clients never see a stack trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import http
 import logging
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import tornado.web
 
 from auth.current_user import CurrentUserMixin
+from auth.revocation import TokenChecker, TokenRevoked
 from auth.tokens import Principal, TokenIssuer
+from gateway.body_pace import BodyPace
 from gateway.errors import ApiError, answer_for
 from gateway.net import client_ip, client_protocol, decimal
 
@@ -179,6 +182,8 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
 
     async def prepare(self) -> None:
         try:
+            if self.authenticates and self.request.method != "OPTIONS":
+                await self.authenticate()
             await self.admit()
         except Exception as exc:  # noqa: BLE001 - what the error table does not know is re-raised
             answer = answer_for(exc) if not isinstance(exc, tornado.web.HTTPError) else exc
@@ -191,34 +196,52 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
     # -- stalled bodies (slow-loris) -----------------------------------------------------
 
     _watchdog: Any = None
-    _last_activity = 0.0
+    _pace: BodyPace | None = None
 
     def _expects_body(self) -> bool:
         headers = self.request.headers
         return bool(decimal(headers.get("Content-Length"))) or "chunked" in headers.get("Transfer-Encoding", "").lower()
 
-    def touch(self) -> None:
-        """Note that body bytes arrived (call from every data_received)."""
-        self._last_activity = asyncio.get_running_loop().time()
+    def touch(self, count: int = 0) -> None:
+        """Note that `count` body bytes arrived (call from every data_received)."""
+        if self._pace is not None:
+            self._pace.received(count, asyncio.get_running_loop().time())
+
+    @contextlib.contextmanager
+    def holding_body(self) -> Iterator[None]:
+        """Mark the block as the gateway holding the body back (waiting for the store or for
+        memory): that time does not count against the client's body rate."""
+        pace = self._pace
+        if pace is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        pace.hold(loop.time())
+        try:
+            yield
+        finally:
+            pace.release(loop.time())
 
     def _arm_watchdog(self) -> None:
-        """Close the connection when the body stalls for IDLE_BODY_TIMEOUT seconds."""
-        timeout = self.services.settings.idle_body_timeout
+        """Close the connection when the body sends nothing for IDLE_BODY_TIMEOUT seconds or
+        keeps under MIN_BODY_RATE over MIN_BODY_RATE_WINDOW (client time only)."""
+        settings = self.services.settings
         loop = asyncio.get_running_loop()
-        self.touch()
+        pace = self._pace = BodyPace(settings.min_body_rate, settings.min_body_rate_window,
+                                     settings.idle_body_timeout, loop.time())
 
         def check() -> None:
             body = getattr(self.request, "_body_future", None)
             if self._finished or (body is not None and body.done()):
                 return
-            idle = loop.time() - self._last_activity
-            if idle >= timeout:
-                log.info("closing a stalled request body", extra={"idle_seconds": round(idle, 1)})
+            verdict = pace.verdict(loop.time())
+            if verdict is not None:
+                log.info("closing a request body that is too slow", extra={"reason": verdict})
                 self.request.connection.stream.close()  # type: ignore[attr-defined]
                 return
-            self._watchdog = loop.call_later(timeout - idle + 0.05, check)
+            self._watchdog = loop.call_later(pace.next_check(loop.time()) + 0.05, check)
 
-        self._watchdog = loop.call_later(timeout, check)
+        self._watchdog = loop.call_later(pace.next_check(loop.time()), check)
 
     def on_finish(self) -> None:
         if self._watchdog is not None:
@@ -244,6 +267,14 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         self.request.connection.set_max_body_size(max(size, 1))  # type: ignore[attr-defined]
         setattr(self, self.request.method.lower(), self._answer_rejection)
 
+    def answer_now(self, exc: ApiError) -> None:
+        """Answer `exc` at once, mid-body, and close the connection after the answer (the rest of
+        the body is not read). For refusals where reading on would only hold resources."""
+        if self._finished:
+            return
+        self._close_after_answer = True
+        self.send_error(exc.status_code, exc_info=(type(exc), exc, None))
+
     async def _answer_rejection(self, *args: Any, **kwargs: Any) -> None:
         raise self._rejection
 
@@ -259,7 +290,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         self.request.connection.set_max_body_size(DRAIN_LIMIT)  # type: ignore[attr-defined]
 
     def data_received(self, chunk: bytes) -> None:
-        self.touch()
+        self.touch(len(chunk))
         buffer = self._body_buffer
         if buffer is None or self._body_too_large:
             return
@@ -271,20 +302,37 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
 
     # -- the caller ------------------------------------------------------------------
 
+    #: whether `prepare` resolves the caller from a presented token (a cached account lookup);
+    #: routes that never look at the caller may set False and stay free of that lookup
+    authenticates = True
+
     @property
     def token_issuer(self) -> TokenIssuer:
         return self.services.tokens
+
+    @property
+    def token_checker(self) -> TokenChecker:
+        return self.services.token_checker
 
     def on_principal(self, principal: Principal) -> None:
         user_id_var.set(principal.user_id)
 
     def require_user(self) -> Principal | None:
-        """The caller, or an ApiError 401 when auth is required and the token is missing or invalid."""
+        """The caller, or an ApiError 401 when auth is required and the token is missing or invalid
+        (`token_revoked` for a token signed out, or whose account was deleted or changed)."""
         principal = self.current_user
         if principal is None and self.services.settings.auth_required:
-            raise ApiError(401, "unauthorized", "a valid bearer token is required",
-                           {"WWW-Authenticate": 'Bearer realm="mediaserver"'})
+            raise self.unauthorized()
         return principal
+
+    def unauthorized(self) -> ApiError:
+        """The 401 for a request without an accepted token."""
+        if isinstance(self.auth_failure, TokenRevoked):
+            return ApiError(401, "token_revoked", f"{self.auth_failure}; sign in again",
+                            {"WWW-Authenticate": 'Bearer realm="mediaserver", error="invalid_token", '
+                                                 'error_description="the token has been revoked"'})
+        return ApiError(401, "unauthorized", "a valid bearer token is required",
+                        {"WWW-Authenticate": 'Bearer realm="mediaserver"'})
 
     # -- errors ----------------------------------------------------------------------
 
@@ -322,12 +370,16 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             value = json.loads(bytes(self._body_buffer or b"") or b"null")
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
         if not isinstance(value, dict):
             raise ApiError(400, "invalid_json", "the body must be a JSON object")
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError(400, "invalid_json", "the body has strings that are not valid Unicode") from None
+        except RecursionError:
+            raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
         return value
 
     def write_json_error(self, code: str, message: str) -> None:

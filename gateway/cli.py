@@ -16,7 +16,10 @@ log = logging.getLogger("mediaserver")
 
 async def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
+    from gateway import allocator
     from gateway.app import make_app, make_server
+
+    allocator.tune()
     from gateway.services import Services
 
     services = await Services.start(settings)

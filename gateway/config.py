@@ -10,6 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -37,6 +38,18 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _public_url(text: str) -> str:
+    """An http(s) base URL without query, fragment or trailing slash ('' stays '')."""
+    value = text.strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or "@" in parts.netloc or not value.isascii() or any(ch.isspace() for ch in value):
+        raise ValueError(f"not an http(s) base URL: {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its environment variable, default and a line of help."""
@@ -61,10 +74,12 @@ class Settings:
     data_dir: str = option("DATA_DIR", "./data", "Folder for the local object store, the embedded MongoDB file and generated secrets.")
     file_sha256: bool = option("FILE_SHA256", True, "Compute each finished file's sha256 while it streams (about 0.5 CPU s per GiB); false leaves the media's sha256 empty.", _bool)
     local_direct_io: bool = option("LOCAL_DIRECT_IO", True, "Local store: write whole parts with O_DIRECT (no page-cache copy); falls back to buffered writes where the file system refuses it.", _bool)
-    public_url: str = option("PUBLIC_URL", "", "Base URL clients reach the gateway at (for Location headers behind proxies); empty: taken from the request.")
+    public_url: str = option("PUBLIC_URL", "", "Base URL clients reach the gateway at, e.g. https://media.example.com; when set, the only origin in Location headers and media URLs (empty: taken from the request).", _public_url)
     trusted_proxy_hops: int = option("TRUSTED_PROXY_HOPS", 0, "Number of reverse proxies (e.g. 1 behind an ALB) whose X-Forwarded-For/-Proto entries are trusted.", int)
     max_header_size: int = option("MAX_HEADER_SIZE", 64 * 1024, "Largest accepted request head in bytes.", _size)
-    idle_body_timeout: float = option("IDLE_BODY_TIMEOUT", 60.0, "Seconds a request body may stall before the connection is closed (slow-loris guard).", float)
+    idle_body_timeout: float = option("IDLE_BODY_TIMEOUT", 60.0, "Seconds a request body may send nothing before the connection is closed (slow-loris guard).", float)
+    min_body_rate: int = option("MIN_BODY_RATE", 16 * 1024, "Slowest request body accepted, in bytes per second over MIN_BODY_RATE_WINDOW (time the gateway holds the body back does not count); slower bodies are closed, their durable bytes kept (0: off).", _size)
+    min_body_rate_window: float = option("MIN_BODY_RATE_WINDOW", 30.0, "Seconds over which MIN_BODY_RATE is measured.", float)
     idle_connection_timeout: float = option("IDLE_CONNECTION_TIMEOUT", 120.0, "Seconds an idle keep-alive connection is kept open.", float)
     cors_origins: tuple = option("CORS_ORIGINS", ("*",), "Comma-separated origins allowed to call the API from browsers ('*' for any).", _list)
     in_place_bodies: bool = option("IN_PLACE_BODIES", True, "Receive tus PATCH bodies straight into part buffers (one copy instead of four).", _bool)
@@ -90,6 +105,9 @@ class Settings:
     jwt_secret: str = option("JWT_SECRET", "", "HS256 secret for access tokens; empty: generated once and kept in DATA_DIR.")
     jwt_secret_ssm_parameter: str = option("JWT_SECRET_SSM_PARAMETER", "", "SSM Parameter Store name holding JWT_SECRET (read at start when set).")
     jwt_ttl: int = option("JWT_TTL", 24 * 3600, "Lifetime of an access token in seconds.", int)
+    token_check_cache_seconds: float = option("TOKEN_CHECK_CACHE_SECONDS", 5.0, "Seconds this instance reuses a token's check against its account (existence, role, token version, sign-out); revocations made on other instances apply here this much later at most (0: check every request).", float)
+    accountless_tokens: bool = option("ACCOUNTLESS_TOKENS", False, "Accept signed tokens without an account version claim (minted elsewhere with JWT_SECRET, or issued before token versions) for users not stored here, with their own role; false: every token's user must be stored.", _bool)
+    events_keepalive_seconds: float = option("EVENTS_KEEPALIVE_SECONDS", 15.0, "Seconds between keep-alive comments of /api/events; each re-checks the stream's token (a revoked token ends its stream by then).", float)
     password_hash_memory: int = option("PASSWORD_HASH_MEMORY", 19 * MiB, "Argon2id memory per password hash (each login or register in flight holds this much).", _size)
     password_hash_time_cost: int = option("PASSWORD_HASH_TIME_COST", 2, "Argon2id iterations per password hash.", int)
     auth_required: bool = option("AUTH_REQUIRED", True, "Require a bearer token on upload and media routes.", _bool)
@@ -114,6 +132,11 @@ class Settings:
     part_size: int = option("PART_SIZE", 8 * MiB, "Multipart part size (>= 5 MiB; raised per upload so it fits in 10,000 parts).", _size)
     parts_in_flight_per_upload: int = option("PARTS_IN_FLIGHT_PER_UPLOAD", 0, "Parts of one upload sent to the store at once while the next fills (0: 3 for S3, where round trips are long, 2 for the local store).", int)
     upload_memory_budget: int = option("UPLOAD_MEMORY_BUDGET", 192 * MiB, "Bytes of part buffers all uploads of the process may hold at once (backpressure beyond).", _size)
+    upload_memory_per_user: int = option("UPLOAD_MEMORY_PER_USER", 64 * MiB, "Most bytes of part buffers one user's uploads may hold at once; less while other users wait (the budget divided among the users uploading).", _size)
+    upload_memory_wait: float = option("UPLOAD_MEMORY_WAIT", 15.0, "Seconds a request body waits for a part buffer before it is answered 503 with Retry-After (durable bytes kept).", float)
+    max_unfinished_uploads: int = option("MAX_UNFINISHED_UPLOADS", 100, "Unfinished uploads one user may have at once (more are refused with 429 until some finish, are terminated or expire).", int)
+    max_upload_metadata: int = option("MAX_UPLOAD_METADATA", 4 * 1024, "Largest Upload-Metadata header of one upload, in bytes.", _size)
+    max_concat_parts: int = option("MAX_CONCAT_PARTS", 100, "Most partial uploads one final upload may join (each partial once, and consumed by that final).", int)
     lease_ttl: float = option("LEASE_TTL", 10.0, "Seconds an upload lease lives without renewal (a crashed holder frees it after this).", float)
     lease_wait: float = option("LEASE_WAIT", 12.0, "Seconds a PATCH waits for another holder's lease before answering 423.", float)
 
@@ -182,6 +205,14 @@ class Settings:
             raise ValueError("PARTS_IN_FLIGHT_PER_UPLOAD must be 0 (automatic) or more")
         if self.upload_memory_budget < 2 * self.part_size:
             raise ValueError("UPLOAD_MEMORY_BUDGET must hold at least two parts")
+        if self.upload_memory_per_user < self.part_size:
+            raise ValueError("UPLOAD_MEMORY_PER_USER must hold at least one part")
+        if self.upload_memory_wait <= 0 or self.min_body_rate < 0 or self.min_body_rate_window <= 0:
+            raise ValueError("UPLOAD_MEMORY_WAIT and MIN_BODY_RATE_WINDOW must be positive, MIN_BODY_RATE 0 or more")
+        if self.max_unfinished_uploads < 1 or self.max_concat_parts < 1 or self.max_upload_metadata < 64:
+            raise ValueError("MAX_UNFINISHED_UPLOADS and MAX_CONCAT_PARTS must be 1 or more, MAX_UPLOAD_METADATA 64 bytes or more")
+        if self.token_check_cache_seconds < 0 or self.events_keepalive_seconds <= 0:
+            raise ValueError("TOKEN_CHECK_CACHE_SECONDS must be 0 or more, EVENTS_KEEPALIVE_SECONDS positive")
         if not 64 * 1024 <= self.password_hash_memory <= 1024 * MiB or not 1 <= self.password_hash_time_cost <= 20:
             raise ValueError("PASSWORD_HASH_MEMORY must be 64KiB..1GiB and PASSWORD_HASH_TIME_COST 1..20")
         if not 4096 <= self.request_chunk_size <= 16 * MiB:

@@ -20,6 +20,8 @@ from streaming.errors import (
     ConcatenationError,
     InvalidLength,
     LeaseLost,
+    MemoryBusy,
+    TooManyUploads,
     MetadataFailure,
     OffsetMismatch,
     SizeExceeded,
@@ -72,6 +74,8 @@ TABLE: list[tuple[type[BaseException], int, str, str | None, Headers]] = [
      lambda exc: {"Retry-After": "1"}),
     (TypeNotAllowed, 415, "type_not_allowed", None, _none),
     (StorageFailure, 503, "storage_unavailable", None, _retry_soon),
+    (MemoryBusy, 503, "server_busy", None, _retry_soon),
+    (TooManyUploads, 429, "too_many_uploads", None, lambda exc: {"Retry-After": "60"}),
     (MetadataFailure, 503, "metadata_unavailable", "the metadata store is unavailable; retry later", _retry_soon),
     # stores, read directly by downloads and media routes
     (ObjectNotFound, 404, "not_found", "the stored object is missing", _none),

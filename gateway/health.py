@@ -27,6 +27,8 @@ def memory_bytes() -> dict[str, int]:
 class HealthHandler(BaseHandler):
     """Cheap liveness: the process answers HTTP."""
 
+    authenticates = False  # never looks at the caller: no account lookup
+
     rate_limit = None
 
     def get(self) -> None:
@@ -36,6 +38,8 @@ class HealthHandler(BaseHandler):
 
 class DetailedHealthHandler(BaseHandler):
     """Readiness with reasons: object store writable, MongoDB reachable, memory, uptime."""
+
+    authenticates = False  # never looks at the caller: no account lookup
 
     rate_limit = None
 

@@ -5,7 +5,7 @@ a fresh buffer, appended to the stream's read buffer and copied out again, and t
 handler copies it once more into its part buffer. For upload bodies that is four
 passes over every byte. A handler that defines
 
-    body_buffer(limit: int) -> memoryview | None
+    async body_buffer(limit: int) -> memoryview | None
     async body_received(view: memoryview, count: int) -> None
 
 gets the bytes of a `Content-Length` body read from the socket directly into the view
@@ -31,7 +31,7 @@ _YIELD_EVERY = 4 * 1024 * 1024  # bytes between yields to the event loop (as Tor
 
 
 class InPlaceReceiver(Protocol):
-    def body_buffer(self, limit: int) -> memoryview | None: ...
+    async def body_buffer(self, limit: int) -> memoryview | None: ...
 
     async def body_received(self, view: memoryview, count: int) -> None: ...
 
@@ -65,7 +65,7 @@ def install() -> None:
             return await original(self, content_length, delegate)
         since_yield = 0
         while content_length > 0:
-            view = None if self._write_finished else receiver.body_buffer(content_length)
+            view = None if self._write_finished else await receiver.body_buffer(content_length)
             if view is None:
                 return await original(self, content_length, delegate)
             try:

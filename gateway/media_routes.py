@@ -17,7 +17,7 @@ from gateway.errors import ApiError, answer_for
 from gateway.net import decimal
 from gateway.ranges import safe_filename
 from metadata.media import CATEGORIES, DELETED, MediaItem
-from streaming.errors import SizeExceeded, UploadError
+from streaming.errors import MemoryBusy, SizeExceeded, UploadError
 from streaming.session import UploadSession
 
 log = logging.getLogger("mediaserver.media")
@@ -96,6 +96,8 @@ class MediaItemHandler(BaseHandler):
 
 class SignedFileHandler(BaseHandler):
     """GET/HEAD /media/<id>/<original|thumbnail>?expires=..&signature=..: no token, a signature."""
+
+    authenticates = False  # never looks at the caller: no account lookup
 
     rate_limit = None
 
@@ -207,7 +209,7 @@ class MediaUploadHandler(BaseHandler):
     # -- body --------------------------------------------------------------------------
 
     async def data_received(self, chunk: bytes) -> None:
-        self.touch()
+        self.touch(len(chunk))
         if self._failure is not None or self._parser is None:
             return
         try:
@@ -215,16 +217,18 @@ class MediaUploadHandler(BaseHandler):
             pending, self._pending = self._pending, []
             for item in pending:
                 if item == b"" and self._session is None:
-                    self._session = await self.services.uploads.open_stream(
-                        self._principal.user_id if self._principal else None,
-                        {"filename": self._filename, "source": "rest"},
-                        self.services.settings.rest_max_file_size,
-                    )
+                    with self.holding_body():
+                        self._session = await self.services.uploads.open_stream(
+                            self._principal.user_id if self._principal else None,
+                            {"filename": self._filename, "source": "rest"},
+                            self.services.settings.rest_max_file_size,
+                        )
                 elif item is None:
                     self._file_complete = True
                 elif item:
                     assert self._session is not None
-                    await self._session.write(item)
+                    with self.holding_body():
+                        await self._session.write(item)
         except ApiError as exc:
             self._failure = exc
         except SizeExceeded:
@@ -234,6 +238,11 @@ class MediaUploadHandler(BaseHandler):
             self._failure = ApiError(400, "invalid_multipart", "the multipart body is malformed")
         except UploadError as exc:
             self._failure = answer_for(exc) or ApiError(500, "internal_error", "internal server error")
+            if isinstance(exc, MemoryBusy) and not self._done:
+                # no memory for this file now: answer at once rather than read the rest for nothing
+                self._done = True
+                await self._discard()
+                self.answer_now(self._failure)
 
     async def _discard(self) -> None:
         session, self._session = self._session, None

@@ -1,7 +1,9 @@
 """Prometheus metrics of the gateway, and the `/metrics` route.
 
 Names follow Prometheus conventions (base units in names, `_total` counters);
-labels have bounded values: routes are URL templates, never ids.
+labels have bounded values whatever clients send: routes are URL templates (or
+"unmatched"), never ids or raw paths; methods are one of METHODS or "other";
+every other label is a name the code chooses, checked by `BoundedLabel`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,42 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from gateway.base import BaseHandler
 from gateway.errors import ApiError
+from metadata.media import CATEGORIES
 from metadata.uploads import UploadRecord
 from processing.jobs import MediaProcessor
 from streaming.events import UploadEvents
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+
+#: the methods the gateway serves; any other method is labelled "other" (and answered 405)
+METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
+OTHER = "other"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def method_label(method: str | None) -> str:
+    """The `method` label of a request method: one of METHODS, or "other"."""
+    return method if method in METHODS else OTHER
+
+
+class BoundedLabel:
+    """Label values from a closed set (`known`), or at most `limit` distinct short snake_case
+    names when the set is open; anything else is "other"."""
+
+    def __init__(self, known: tuple[str, ...] = (), limit: int = 0) -> None:
+        self._known = frozenset(known)
+        self._seen: set[str] = set()
+        self._limit = limit
+
+    def __call__(self, value: object) -> str:
+        if not isinstance(value, str):
+            return OTHER
+        if value in self._known or value in self._seen:
+            return value
+        if len(self._seen) < self._limit and _NAME.match(value):
+            self._seen.add(value)
+            return value
+        return OTHER
 
 
 class GatewayMetrics:
@@ -50,18 +83,37 @@ class GatewayMetrics:
         self.processing_duration = Histogram("mediaserver_processing_duration_seconds", "Duration of media processing jobs.",
                                              ["kind"], buckets=LATENCY_BUCKETS, registry=r)
         self.rate_limited = Counter("mediaserver_rate_limited_requests_total", "Requests refused by a rate limit.", ["limiter"], registry=r)
+        # label values the code names (store calls, processing kinds and outcomes), bounded all the same
+        self.store_operation = BoundedLabel(limit=32)
+        self.processing_kind = BoundedLabel(CATEGORIES)
+        self.processing_outcome = BoundedLabel(("ready", "failed"))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered HTTP request; `route` is a template from RouteNamer."""
+        label = method_label(method)
+        self.http_requests.labels(route, label, str(status)).inc()
+        self.http_duration.labels(route, label).observe(seconds)
 
     def observe_store_call(self, operation: str, seconds: float, ok: bool, retries: int = 0) -> None:
+        operation = self.store_operation(operation)
         self.store_duration.labels(operation, "ok" if ok else "error").observe(seconds)
         if retries:
             self.store_retries.labels(operation).inc(retries)
+
+    def observe_processing(self, kind: str, outcome: str, seconds: float) -> None:
+        kind = self.processing_kind(kind)
+        self.processing_jobs.labels(kind, self.processing_outcome(outcome)).inc()
+        self.processing_duration.labels(kind).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class RouteNamer:
-    """Maps a request path to the URL template of the route that serves it (bounded label values)."""
+    """Maps a request path to the URL template of the route that serves it, or "unmatched":
+    as many label values as routes, whatever the path (it is matched as Tornado matches it)."""
+
+    UNMATCHED = "unmatched"
 
     def __init__(self, patterns: list[str]) -> None:
         self._rules = [(re.compile(pattern.rstrip("$") + "$"), _template(pattern)) for pattern in patterns]
@@ -70,17 +122,32 @@ class RouteNamer:
         for regex, template in self._rules:
             if regex.match(path):
                 return template
-        return "unmatched"
+        return self.UNMATCHED
+
+    @property
+    def templates(self) -> list[str]:
+        return [template for _, template in self._rules]
+
+
+def _parameter(group: re.Match[str]) -> str:
+    """The name of a route's capture group: an alternation is a {kind}, a catch-all a {path}."""
+    body = group.group(1)
+    if "|" in body:
+        return "{kind}"
+    if body in (".+", ".*"):
+        return "{path}"
+    return "{id}"
 
 
 def _template(pattern: str) -> str:
-    names = iter(["{id}", "{kind}", "{path}"])
-    text = re.sub(r"\([^)]*\)", lambda _: next(names, "{param}"), pattern)
+    text = re.sub(r"\(([^)]*)\)", _parameter, pattern)
     return re.sub(r"/\?$", "", text).replace("\\", "").rstrip("$") or "/"
 
 
 class MetricsHandler(BaseHandler):
     """GET /metrics in the Prometheus text format (bearer token optional)."""
+
+    authenticates = False  # never looks at the caller: no account lookup
 
     rate_limit = None
 
@@ -126,8 +193,4 @@ class UploadMetrics(UploadEvents):
 def watch_processing(metrics: GatewayMetrics, processor: MediaProcessor) -> None:
     """Count the processor's jobs into `metrics`."""
 
-    def processed(kind: str, outcome: str, seconds: float) -> None:
-        metrics.processing_jobs.labels(kind, outcome).inc()
-        metrics.processing_duration.labels(kind).observe(seconds)
-
-    processor.observers.append(processed)
+    processor.observers.append(metrics.observe_processing)

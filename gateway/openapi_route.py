@@ -27,6 +27,8 @@ def document_bytes() -> bytes:
 class OpenApiHandler(BaseHandler):
     """Serves the OpenAPI document (no token, no rate limit)."""
 
+    authenticates = False  # never looks at the caller: no account lookup
+
     rate_limit = None
 
     def get(self) -> None:

@@ -6,7 +6,14 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.IGNORECASE)
+_HUGE = 1 << 64  # stands for any position past every object: numbers of any length compare, never convert
+
+
+def _position(digits: str) -> int:
+    """The value of a Range number of any length (past 19 significant digits: _HUGE)."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 19 else _HUGE
 
 
 class RangeNotSatisfiable(ValueError):
@@ -32,13 +39,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise RangeNotSatisfiable(header, size)
     first, last = match.group(1), match.group(2)
     if not first:
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0:
             raise RangeNotSatisfiable(header, size)
         return max(size - suffix, 0), size
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if last and int(last) < start:
+    start = _position(first)
+    end = size if not last else min(_position(last) + 1, size)
+    if last and _position(last) < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable(header, size)

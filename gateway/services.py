@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from auth.passwords import configure as password_hashing
+from auth.revocation import TokenChecker
 from auth.tokens import TokenIssuer
 from gateway.config import Settings, parts_in_flight
 from gateway.secrets import local_secret, read_ssm_parameter
@@ -23,7 +24,7 @@ from metadata.leases import LeaseRepository
 from metadata.media import PROCESSING, MediaRepository
 from metadata.ratelimits import RateCounterRepository
 from metadata.uploads import UploadRecord, UploadRepository
-from metadata.users import UserRepository
+from metadata.users import RevokedTokenRepository, UserRepository
 from gateway.events import EventBus, LiveUploadEvents
 from gateway.events import watch_processing as publish_processing
 from gateway.logs import emf
@@ -65,7 +66,9 @@ class Services:
     metrics: GatewayMetrics
     processor: MediaProcessor
     events: EventBus
+    token_checker: TokenChecker
     embedded_mongo: EmbeddedMongo | None = None
+    revoked_tokens: RevokedTokenRepository | None = None
     rate_counters: RateCounterRepository | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -99,8 +102,9 @@ class Services:
         client, db = open_database(mongodb_uri, settings.mongodb_db, settings.mongodb_timeout)
         repo = UploadRepository(db)
         users = UserRepository(db)
+        revoked_tokens = RevokedTokenRepository(db)
         media_repo = MediaRepository(db)
-        for repository in (repo, users, media_repo):
+        for repository in (repo, users, media_repo, revoked_tokens):
             await repository.create_indexes()
         media = MediaService(store, media_repo, repo, UrlSigner(jwt_secret), settings.signed_url_ttl,
                              file_sha256=settings.file_sha256)
@@ -117,7 +121,8 @@ class Services:
         # in this order: the media item exists before it is processed or announced
         events = EventFanout([media, ProcessNewMedia(media_repo, processor), LiveUploadEvents(bus),
                               UploadMetrics(metrics), CompletionLog(settings.emf_namespace)])
-        buffers = BufferPool(settings.upload_memory_budget)
+        buffers = BufferPool(settings.upload_memory_budget, per_owner=settings.upload_memory_per_user,
+                             wait=settings.upload_memory_wait)
         metrics.buffer_bytes.set_function(lambda: buffers.in_use)
         uploads = UploadEngine(
             store=store,
@@ -132,6 +137,8 @@ class Services:
                 part_size=settings.part_size,
                 window=parts_in_flight(settings),
                 expiration=settings.upload_expiration,
+                unfinished_per_owner=settings.max_unfinished_uploads,
+                concat_parts=settings.max_concat_parts,
             ),
         )
         count_processing(metrics, processor)
@@ -164,6 +171,9 @@ class Services:
             events=bus,
             embedded_mongo=embedded,
             rate_counters=counters,
+            token_checker=TokenChecker(users, revoked_tokens, settings.token_check_cache_seconds,
+                                       accountless_tokens=settings.accountless_tokens, token_ttl=settings.jwt_ttl),
+            revoked_tokens=revoked_tokens,
         )
         services.tasks.append(asyncio.ensure_future(services._reap_forever()))
         services.tasks.append(asyncio.ensure_future(services._sweep_processing_forever()))
@@ -180,6 +190,8 @@ class Services:
                 expired = await self.uploads.expire_due()
                 if self.rate_counters is not None:
                     await self.rate_counters.sweep()
+                if self.revoked_tokens is not None:
+                    await self.revoked_tokens.sweep()
                 if expired:
                     log.info("expired uploads aborted", extra={"count": expired})
             except Exception:  # noqa: BLE001 - the sweep runs again next interval

@@ -13,6 +13,9 @@ import time
 from urllib.parse import urlencode
 
 
+SIGNATURE_LENGTH = 43  # unpadded URL-safe base64 of an HMAC-SHA256
+
+
 class UrlSigner:
     def __init__(self, secret: str) -> None:
         self._key = hmac.new(secret.encode(), b"mediaserver signed media urls", hashlib.sha256).digest()
@@ -28,9 +31,13 @@ class UrlSigner:
         return f"{base_url}/media/{media_id}/{kind}?{query}"
 
     def verify(self, media_id: str, kind: str, expires: str | None, signature: str | None, now: float | None = None) -> bool:
-        """Whether the signature matches and the URL has not expired."""
+        """Whether the signature matches and the URL has not expired; False for any text a
+        client may send (non-ASCII, huge numbers, anything not made by `sign`)."""
         if not expires or not signature or not (expires.isascii() and expires.isdigit() and len(expires) < 16):
             return False
+        if len(signature) > SIGNATURE_LENGTH or not signature.isascii():
+            return False  # compare_digest refuses non-ASCII text: never hand it any
         if int(expires) < (time.time() if now is None else now):
             return False
-        return hmac.compare_digest(self._signature(media_id, kind, int(expires)), signature)
+        expected = self._signature(media_id, kind, int(expires)).encode("ascii")
+        return hmac.compare_digest(expected, signature.encode("ascii"))

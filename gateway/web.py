@@ -24,6 +24,8 @@ _ASSET_REF = re.compile(r'(src|href)="/static/([^"?#]+)"')
 class StaticAssetHandler(BaseHandler, tornado.web.StaticFileHandler):
     """Files under gateway/static/: ETag, Last-Modified, ranges; cached for years under `?v=` URLs."""
 
+    authenticates = False  # never looks at the caller: no account lookup
+
     rate_limit = None
 
     def initialize(self, path: str, default_filename: str | None = None) -> None:  # type: ignore[override]
@@ -48,6 +50,8 @@ class StaticAssetHandler(BaseHandler, tornado.web.StaticFileHandler):
 
 class UploadPageHandler(BaseHandler):
     """The upload page (gateway/static/index.html with versioned asset URLs)."""
+
+    authenticates = False  # never looks at the caller: no account lookup
 
     rate_limit = None
 

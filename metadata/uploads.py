@@ -55,6 +55,7 @@ class UploadRecord(Document):
     tail_size: int = 0
     concat: str | None = None
     concat_parts: tuple[str, ...] = ()
+    consumed_by: str | None = None  # a partial upload: the final upload that joined it (each partial joins one)
     completed_at: float | None = None
     sha256: str | None = None
     version: int = 0
@@ -131,6 +132,10 @@ class UploadRepository:
         if [p.number for p in parts] != list(range(1, record.parts_count + 1)):
             raise LookupError(f"upload {record.id}: part records are incomplete")
         return parts
+
+    async def count_unfinished(self, owner: str | None, limit: int) -> int:
+        """How many active uploads `owner` has, counting up to `limit`."""
+        return await self._uploads.count_documents({"owner": owner, "status": ACTIVE}, limit=limit)
 
     async def forget_parts(self, upload_id: str) -> None:
         await self._parts.delete_many({"upload": upload_id})

@@ -1,7 +1,13 @@
-"""Users in MongoDB, unique by user name and by e-mail (both stored lower-case)."""
+"""Users in MongoDB, unique by user name and by e-mail (both stored lower-case), and the list
+of revoked tokens and deleted accounts.
+
+A user's `token_version` is carried by the tokens issued to it: raising it (a password change)
+revokes every older token. Changes to a user are whole-document compare-and-swap replacements.
+"""
 
 from __future__ import annotations
 
+import datetime
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +23,10 @@ class UserExists(Exception):
     """The user name or e-mail is taken."""
 
 
+class UserChanged(Exception):
+    """The user changed (or went away) between reading and writing it; read it again."""
+
+
 @dataclass(frozen=True)
 class User:
     id: str
@@ -25,6 +35,12 @@ class User:
     password_hash: str
     role: str
     created_at: float
+    token_version: int = 0
+
+    @property
+    def name(self) -> str:
+        """The user name, else the e-mail: what tokens call the user."""
+        return self.username or self.email or ""
 
     def public(self) -> dict[str, Any]:
         """What clients may see of a user."""
@@ -59,6 +75,7 @@ class UserRepository:
             "password_hash": password_hash,
             "role": role,
             "created_at": time.time(),
+            "token_version": 0,
         }
         try:
             await self._users.insert_one(doc)
@@ -77,7 +94,75 @@ class UserRepository:
         doc = await self._users.find_one({"_id": user_id})
         return _user(doc) if doc else None
 
+    async def change_password(self, user: User, password_hash: str) -> User:
+        """Store a new password hash for `user` (as read, with its current hash) and raise its
+        token version, revoking every token issued before; UserChanged when the stored user
+        differs from `user` meanwhile (e.g. a concurrent password change) or is gone."""
+        doc = await self._users.find_one({"_id": user.id})
+        if doc is None or doc.get("password_hash") != user.password_hash \
+                or _version(doc) != user.token_version:
+            raise UserChanged()
+        updated = {**doc, "password_hash": password_hash, "token_version": user.token_version + 1}
+        result = await self._users.replace_one(_unchanged(doc), updated)
+        if result.matched_count != 1:
+            raise UserChanged()
+        return _user(updated)
+
+    async def delete(self, user_id: str) -> bool:
+        """Remove the user; False when there was none."""
+        result = await self._users.delete_one({"_id": user_id})
+        return result.deleted_count == 1
+
+
+def _version(doc: dict[str, Any]) -> int:
+    value = doc.get("token_version", 0)
+    return int(value) if isinstance(value, (int, float)) else 0
+
+
+def _unchanged(doc: dict[str, Any]) -> dict[str, Any]:
+    """A filter matching `doc` only while its password and token version are as read (a
+    missing version, of users stored before versions existed, matches as missing)."""
+    return {"_id": doc["_id"], "password_hash": doc.get("password_hash"),
+            "token_version": doc.get("token_version")}
+
 
 def _user(doc: dict[str, Any]) -> User:
     return User(doc["_id"], doc.get("username"), doc.get("email"), doc["password_hash"],
-                doc.get("role", "user"), doc.get("created_at", 0.0))
+                doc.get("role", "user"), doc.get("created_at", 0.0), _version(doc))
+
+
+@driver_errors_translated
+class RevokedTokenRepository:
+    """Revoked tokens and deleted accounts: `{_id: key, user_id, expires_at}`.
+
+    Each entry lives until the last token it refuses would have expired: a TTL index on
+    `expires_at` removes it then (and `sweep`, run by the reaper, on servers whose TTL monitor
+    lags), so the list stays as small as the set of live revoked tokens.
+    """
+
+    def __init__(self, db: AsyncDatabase, collection: str = "revoked_tokens") -> None:
+        self._revoked = db[collection]
+
+    async def create_indexes(self) -> None:
+        await self._revoked.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+
+    async def revoke(self, key: str, user_id: str, until: float) -> None:
+        """List `key` until `until` (epoch seconds); listing a listed key again changes nothing."""
+        try:
+            await self._revoked.insert_one({"_id": key, "user_id": user_id, "expires_at": _utc(until)})
+        except DuplicateKeyError:
+            pass
+
+    async def revoked(self, keys: list[str]) -> set[str]:
+        """Which of `keys` are listed."""
+        cursor = self._revoked.find({"_id": {"$in": list(keys)}}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete the entries whose tokens have all expired; return how many."""
+        result = await self._revoked.delete_many({"expires_at": {"$lte": _utc(time.time() if now is None else now)}})
+        return result.deleted_count
+
+
+def _utc(epoch: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)

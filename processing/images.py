@@ -56,7 +56,7 @@ def make_thumbnail(data: bytes, max_width: int, max_height: int, max_pixels: int
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageRejected(f"image has {width}x{height} pixels, more than {max_pixels}")
+                    raise ImageRejected(f"the image is too large to process ({width}x{height} pixels)")
                 source_format = image.format or "unknown"
                 orientation = image.getexif().get(0x0112, 1)
                 rotated = orientation in (5, 6, 7, 8)
@@ -79,11 +79,11 @@ def make_thumbnail(data: bytes, max_width: int, max_height: int, max_pixels: int
         except ImageRejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(f"decompression bomb: {exc}") from None
+            raise ImageRejected("the image has too many pixels to process", str(exc)) from None
         except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as exc:
-            raise ImageRejected(f"cannot decode the image: {exc}") from None
+            raise ImageRejected("the image could not be read", f"{type(exc).__name__}: {exc}") from None
         except MemoryError:
-            raise ImageRejected("the image needs more memory than allowed") from None
+            raise ImageRejected("the image is too large to process") from None
 
 
 def _flatten(image: Image.Image) -> Image.Image:

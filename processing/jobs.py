@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import resource
 import time
 import uuid
@@ -27,6 +28,32 @@ from processing.images import ImageRejected, make_thumbnail
 from processing.video import VideoRejected, probe, thumbnail
 
 log = logging.getLogger("mediaserver.processing")
+
+# A failed item's `reason` is shown to its owner: plain words, never a URL, a signature,
+# a path or an object's repr. What went wrong in detail goes to the log only.
+CANNOT_PROCESS = "the file could not be processed"
+CANNOT_READ_STORED = "the stored file could not be read"
+IMAGE_DECODER_STOPPED = "the image could not be read (the decoder stopped)"
+_NOT_PLAIN = re.compile(r"://|signature|[<>{}\[\]/\\]|\bobject at\b|\b0x[0-9a-f]+|\w+Error\b|Exception\b",
+                        re.IGNORECASE)
+
+
+def plain_reason(text: object, fallback: str = CANNOT_PROCESS) -> str:
+    """`text` when it is plain words for people (short; no URL, signature, path or repr), else `fallback`."""
+    if not isinstance(text, str):
+        return fallback
+    text = " ".join(text.split())
+    if not text or len(text) > 200 or _NOT_PLAIN.search(text):
+        return fallback
+    return text
+
+
+def failure_of(exc: BaseException) -> tuple[str, str]:
+    """(reason for the owner, detail for the log) of a rejected image or video."""
+    args = [arg for arg in exc.args if isinstance(arg, str)]
+    reason = getattr(exc, "reason", None) or (args[0] if args else "")
+    detail = getattr(exc, "detail", None) or " ".join(args[1:]) or str(exc)
+    return plain_reason(reason), detail
 
 
 @dataclass(frozen=True)
@@ -134,19 +161,26 @@ class MediaProcessor:
                     return
                 started = time.monotonic()
                 kind = item.category
+                reason: str | None = None
+                detail = ""
                 try:
                     changes = await asyncio.wait_for(self._process(item), self.limits.job_timeout)
-                    outcome, item = "ready", item.evolve(status=READY, reason=None, **changes)
                 except asyncio.TimeoutError:
-                    outcome, item = "failed", item.evolve(status=FAILED, reason=f"processing took longer than {self.limits.job_timeout:.0f} s")
-                except (ImageRejected, VideoRejected) + self.store_failures as exc:
-                    outcome, item = "failed", item.evolve(status=FAILED, reason=str(exc)[:500])
+                    reason = f"processing took too long (more than {self.limits.job_timeout:.0f} seconds)"
+                except (ImageRejected, VideoRejected) as exc:
+                    reason, detail = failure_of(exc)
+                except self.store_failures as exc:
+                    reason, detail = CANNOT_READ_STORED, f"{type(exc).__name__}: {exc}"
                 except BrokenProcessPool:
                     self._executor = None
-                    outcome, item = "failed", item.evolve(status=FAILED, reason="the image decoder crashed")
+                    reason, detail = IMAGE_DECODER_STOPPED, "the image worker process died"
                 except Exception as exc:  # noqa: BLE001 - any failure is the job's, never the gateway's
                     log.exception("processing failed", extra={"media_id": media_id})
-                    outcome, item = "failed", item.evolve(status=FAILED, reason=f"processing failed: {type(exc).__name__}")
+                    reason, detail = CANNOT_PROCESS, f"{type(exc).__name__}: {exc}"
+                if reason is None:
+                    outcome, item = "ready", item.evolve(status=READY, reason=None, **changes)
+                else:
+                    outcome, item = "failed", item.evolve(status=FAILED, reason=plain_reason(reason))
                 seconds = time.monotonic() - started
                 for observer in self.observers:
                     observer(kind, outcome, seconds)
@@ -154,8 +188,8 @@ class MediaProcessor:
                     saved = await self._save(item)
                 except MediaConflict:
                     return  # deleted or changed meanwhile: the other change wins
-                log.info("media processed", extra={"media_id": media_id, "outcome": outcome,
-                                                   "reason": saved.reason, "seconds": round(seconds, 3)})
+                log.info("media processed", extra={"media_id": media_id, "outcome": outcome, "reason": saved.reason,
+                                                   "detail": detail[:1000], "seconds": round(seconds, 3)})
                 for status_observer in self.status_observers:
                     status_observer(saved)
             finally:
@@ -190,7 +224,7 @@ class MediaProcessor:
 
     async def _image(self, item: MediaItem) -> dict[str, Any]:
         if item.size > self.limits.max_image_bytes:
-            raise ImageRejected(f"images larger than {self.limits.max_image_bytes} bytes are not thumbnailed")
+            raise ImageRejected(f"the image is too large to process (more than {self.limits.max_image_bytes} bytes)")
         data = b"".join([chunk async for chunk in self.store.read_range(item.key, 0, item.size, 4 * 1024 * 1024)])
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
@@ -205,7 +239,8 @@ class MediaProcessor:
         timeout = self.limits.job_timeout / 2
         info = await probe(url, timeout, self.limits.subprocess_memory)
         if info.duration is not None and info.duration > self.limits.max_video_duration:
-            raise VideoRejected(f"videos longer than {self.limits.max_video_duration:.0f} s are not processed")
+            raise VideoRejected(f"the video is too long to process (more than {self.limits.max_video_duration:.0f} seconds)",
+                                f"{info.duration} s")
         at = min(1.0, (info.duration or 0) / 10)
         frame = await thumbnail(url, at, self.limits.thumbnail_width, self.limits.thumbnail_height,
                                 timeout, self.limits.subprocess_memory)

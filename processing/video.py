@@ -11,15 +11,40 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 import resource
 from dataclasses import dataclass
 from fractions import Fraction
 
 PROTOCOLS = "http,https,tcp,tls,crypto"
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+# why a video failed, in words for its owner (the tools' own words go to the log only)
+UNREADABLE = "the video could not be read"
+NO_FRAME = "no picture could be taken from the video"
+TOO_SLOW = "the video took too long to process"
 
 
 class VideoRejected(Exception):
-    """The video cannot be probed or decoded within the limits."""
+    """The video cannot be probed or decoded within the limits.
+
+    `reason` is for the video's owner (plain words); `detail` is for the log (what the
+    tool said, with URLs removed). str() is the reason.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def without_urls(text: str) -> str:
+    """`text` with every URL replaced by "<url>" (the tools name their signed input URL)."""
+    return _URL.sub("<url>", text)
 
 
 @dataclass(frozen=True)
@@ -41,8 +66,10 @@ def _limits(memory_bytes: int, cpu_seconds: int):
     return apply
 
 
-async def run_limited(args: list[str], timeout: float, memory_bytes: int, max_output: int = 16 * 1024 * 1024) -> bytes:
-    """Run a command with limits; return its stdout, or raise VideoRejected with its last error line."""
+async def run_limited(args: list[str], timeout: float, memory_bytes: int, max_output: int = 16 * 1024 * 1024,
+                      failure: str = UNREADABLE) -> bytes:
+    """Run a command with limits; return its stdout, or raise VideoRejected with `failure` as
+    the reason and the command's last error line as the detail."""
     process = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         preexec_fn=_limits(memory_bytes, int(timeout) + 1), limit=max_output)
@@ -51,12 +78,13 @@ async def run_limited(args: list[str], timeout: float, memory_bytes: int, max_ou
     except asyncio.TimeoutError:
         process.kill()
         await process.wait()
-        raise VideoRejected(f"{args[0]} took longer than {timeout:.0f} s") from None
+        raise VideoRejected(TOO_SLOW, f"{args[0]} took longer than {timeout:.0f} s") from None
     if process.returncode != 0:
         lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-        raise VideoRejected(f"{args[0]} failed: {lines[-1][:300] if lines else f'exit {process.returncode}'}")
+        said = lines[-1][:300] if lines else f"exit {process.returncode}"
+        raise VideoRejected(failure, f"{args[0]} failed: {without_urls(said)}")
     if len(stdout) > max_output:
-        raise VideoRejected(f"{args[0]} wrote too much output")
+        raise VideoRejected(failure, f"{args[0]} wrote too much output")
     return stdout
 
 
@@ -76,10 +104,17 @@ async def probe(url: str, timeout: float, memory_bytes: int) -> VideoInfo:
     try:
         data = json.loads(output)
     except ValueError:
-        raise VideoRejected("ffprobe printed no JSON") from None
+        raise VideoRejected(UNREADABLE, "ffprobe printed no JSON") from None
+    try:
+        return _video_info(data)
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # what the file made ffprobe print
+        raise VideoRejected(UNREADABLE, f"unexpected ffprobe output: {type(exc).__name__}") from None
+
+
+def _video_info(data: dict) -> VideoInfo:
     video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
     if video is None:
-        raise VideoRejected("no video stream")
+        raise VideoRejected("the file has no video in it", "no video stream")
     width, height = video.get("width"), video.get("height")
     rotation = 0
     for side in video.get("side_data_list", []) or []:
@@ -89,8 +124,9 @@ async def probe(url: str, timeout: float, memory_bytes: int) -> VideoInfo:
     if rotation % 180 and width and height:
         width, height = height, width
     duration = data.get("format", {}).get("duration") or video.get("duration")
+    seconds = float(duration) if duration not in (None, "N/A") else None
     return VideoInfo(
-        duration=round(float(duration), 3) if duration not in (None, "N/A") else None,
+        duration=round(seconds, 3) if seconds is not None and math.isfinite(seconds) else None,
         codec=video.get("codec_name"),
         width=width,
         height=height,
@@ -105,7 +141,7 @@ async def thumbnail(url: str, at: float, max_width: int, max_height: int, timeou
     output = await run_limited(
         ["ffmpeg", "-v", "error", "-nostdin", "-protocol_whitelist", PROTOCOLS, "-ss", f"{at:.3f}", "-i", url,
          "-frames:v", "1", "-an", "-sn", "-vf", scale, "-f", "image2", "-c:v", "mjpeg", "-q:v", "4", "pipe:1"],
-        timeout, memory_bytes)
+        timeout, memory_bytes, failure=NO_FRAME)
     if not output.startswith(b"\xff\xd8"):
-        raise VideoRejected("ffmpeg produced no frame")
+        raise VideoRejected(NO_FRAME, "ffmpeg produced no frame")
     return output

@@ -58,6 +58,11 @@ class CommitRepository:
         with metadata_failures():
             return await self._uploads.committed_parts(record)
 
+    async def count_unfinished(self, owner: str | None, limit: int) -> int:
+        """How many active uploads `owner` has, counting up to `limit`."""
+        with metadata_failures():
+            return await self._uploads.count_unfinished(owner, limit)
+
     async def delete(self, upload_id: str) -> None:
         """Forget the upload and its parts."""
         with metadata_failures():

@@ -10,6 +10,7 @@ instance can continue any upload. The bytes of one request body go through an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -21,14 +22,16 @@ from typing import Any, Sequence
 from metadata.uploads import ACTIVE, COMPLETE, EXPIRED, UploadRecord
 from streaming.buffers import BufferPool
 from streaming.commits import CommitRepository
-from streaming.concatenation import plan
+from streaming.concatenation import PlannedPart, plan
 from streaming.digests import FileDigests
 from streaming.errors import (
     ConcatenationError,
     InvalidLength,
     OffsetMismatch,
     SizeExceeded,
+    LeaseLost,
     StorageFailure,
+    TooManyUploads,
     UploadError,
     UploadGone,
     UploadLocked,
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 TOMBSTONE_SECONDS = 7 * 24 * 3600
+JOIN_READ = 64 * 1024  # bytes per read when joining small partials into one part
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class UploadLimits:
     part_size: int
     window: int
     expiration: int
+    unfinished_per_owner: int = 100  # active uploads one owner may have
+    concat_parts: int = 100  # partial uploads one final may join
 
 
 def part_size_for(length: int | None, limits: UploadLimits) -> int:
@@ -127,6 +133,7 @@ class UploadEngine:
         later concatenation. Raises SizeExceeded past the maximum."""
         if length is not None and length > self.limits.max_size:
             raise SizeExceeded(f"Upload-Length exceeds the maximum of {self.limits.max_size} bytes")
+        await self._check_unfinished(owner)
         record = await self._commits.insert(
             self._new_record(owner, length, metadata, part_size=self.part_size_for(length), concat=concat))
         self._events.created(record)
@@ -141,11 +148,18 @@ class UploadEngine:
         the upload.
         """
         max_size = min(max_size, self.limits.max_size)
+        await self._check_unfinished(owner)
         record = await self._commits.insert(
             self._new_record(owner, None, metadata, part_size=self.part_size_for(max_size)))
         self._events.created(record)
         lease = await self._locker.acquire(record.id, 0)
         return await self._opened(self._session(record, lease, max_size), lease)
+
+    async def _check_unfinished(self, owner: str | None) -> None:
+        """Raise TooManyUploads when `owner` has as many unfinished uploads as allowed."""
+        cap = self.limits.unfinished_per_owner
+        if await self._commits.count_unfinished(owner, cap) >= cap:
+            raise TooManyUploads(f"you have {cap} unfinished uploads; finish or terminate some first")
 
     async def _opened(self, session: UploadSession, lease: Lease) -> UploadSession:
         try:
@@ -237,13 +251,20 @@ class UploadEngine:
     ) -> UploadRecord:
         """Create a final upload from finished partial uploads of `owner`, assembled in the store.
 
-        Raises ConcatenationError when the store cannot concatenate or a partial is unknown,
-        someone else's, not partial or not finished, and SizeExceeded past the maximum size.
+        Each partial may be named once and joins one final only: it is claimed (a
+        compare-and-swap) before any byte is copied, and released again if the final fails.
+        Raises ConcatenationError when the store cannot concatenate, a partial is unknown,
+        someone else's, not partial, not finished, named twice or already joined, or more
+        partials are named than allowed; SizeExceeded past the maximum size.
         """
         if not self.concatenates:
             raise ConcatenationError("this store cannot concatenate uploads")
         if not partial_ids:
             raise ConcatenationError("Upload-Concat: final needs at least one partial upload")
+        if len(partial_ids) > self.limits.concat_parts:
+            raise ConcatenationError(f"a final upload joins at most {self.limits.concat_parts} partial uploads")
+        if len(set(partial_ids)) != len(partial_ids):
+            raise ConcatenationError("each partial upload may be named once")
         partials = []
         for upload_id in partial_ids:
             record = await self._commits.get(upload_id)
@@ -253,6 +274,8 @@ class UploadEngine:
                 raise ConcatenationError(f"upload {upload_id} is not a partial upload")
             if record.status != COMPLETE or not record.key:
                 raise ConcatenationError(f"partial upload {upload_id} is not finished")
+            if record.consumed_by is not None:
+                raise ConcatenationError(f"partial upload {upload_id} was already joined into a final upload")
             partials.append(record)
         length = sum(record.length or 0 for record in partials)
         if length > self.limits.max_size:
@@ -260,10 +283,19 @@ class UploadEngine:
         final = await self._commits.insert(self._new_record(
             owner, length, metadata, part_size=self.part_size_for(length), concat="final",
             concat_parts=tuple(record.id for record in partials)))
+        claimed: list[UploadRecord] = []
         try:
+            for record in partials:
+                try:
+                    claimed.append(await self._commits.save(record.evolve(consumed_by=final.id)))
+                except LeaseLost:
+                    raise ConcatenationError(f"partial upload {record.id} was joined meanwhile") from None
             async with self._locker.hold(final.id, 0):
-                return await self._assemble(final, partials)
+                return await self._assemble(final, claimed)
         except BaseException:
+            for record in claimed:
+                with contextlib.suppress(UploadError):
+                    await self._commits.save(record.evolve(consumed_by=None))
             await self._commits.delete(final.id)
             raise
 
@@ -288,11 +320,7 @@ class UploadEngine:
                         piece = planned.pieces[0]
                         etag = await store.copy_part(key, multipart_id, planned.number, piece.key, piece.first, piece.last)
                     else:
-                        joined = bytearray()
-                        for piece in planned.pieces:
-                            async for chunk in self._store.read_range(piece.key, piece.first, piece.last + 1, MiB):
-                                joined += chunk
-                        etag = await self._store.upload_part(key, multipart_id, planned.number, memoryview(joined))
+                        etag = await self._join(key, multipart_id, planned, final.owner or "")
                     parts.append(PartRef(planned.number, etag, planned.size))
                 if not parts:
                     etag = await self._store.upload_part(key, multipart_id, 1, memoryview(b""))
@@ -308,6 +336,21 @@ class UploadEngine:
             parts_count=len(parts), parts_bytes=final.length or 0, completed_at=time.time()))
         await self._events.finished(done)
         return done
+
+    async def _join(self, key: str, multipart_id: str, planned: PlannedPart, owner: str) -> str:
+        """Store part `planned` from the bytes of its pieces, joined in a buffer from the upload
+        memory budget (so many concatenations at once wait for memory rather than exceed it)."""
+        buffer = await self._buffers.acquire(planned.size, owner)
+        try:
+            filled = 0
+            for piece in planned.pieces:
+                # small reads: big transient chunks in the store's threads would grow the heap
+                async for chunk in self._store.read_range(piece.key, piece.first, piece.last + 1, JOIN_READ):
+                    buffer[filled : filled + len(chunk)] = chunk
+                    filled += len(chunk)
+            return await self._store.upload_part(key, multipart_id, planned.number, memoryview(buffer)[:filled])
+        finally:
+            await self._buffers.release(buffer)
 
     async def _complete(self, record: UploadRecord, last: memoryview, hasher: Any) -> UploadRecord:
         """Store the last bytes, assemble the object and mark the upload complete.

@@ -70,6 +70,15 @@ class UploadLocked(UploadError):
     """Another holder kept the upload's lease for longer than we could wait."""
 
 
+class TooManyUploads(UploadError):
+    """The owner has as many unfinished uploads as one user may have."""
+
+
+class MemoryBusy(UploadError):
+    """No part buffer could be had in time (the memory budget, or the user's share of it, is in use);
+    what was durable before stays committed, and the client may retry shortly."""
+
+
 class TypeNotAllowed(UploadError):
     """The file's type (from its bytes) is not accepted; the upload is discarded."""
 

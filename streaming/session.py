@@ -84,8 +84,12 @@ class UploadSession:
         self._events = events
         self._digests = digests
         self._part_size = record.part_size
+        self._owner = record.owner or ""
+        # the part buffer is taken when body bytes arrive, not before; the stored tail's bytes
+        # count as filled from the start and are read into the buffer when it is taken
         self._buffer: mmap.mmap | None = None
-        self._fill = 0
+        self._fill = record.tail_size
+        self._tail_pending = record.tail_size > 0
         self._durable_in_buffer = record.tail_size
         self._next_number = record.parts_count + 1
         # the task of each part sent and not yet committed; how many of them still hold their
@@ -152,13 +156,28 @@ class UploadSession:
     # -- opening ----------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Take a part buffer and load the upload's stored tail into it.
+        """Start writing (no memory is taken until body bytes arrive)."""
+        self._opened = True
+        self._events.writers(1)
 
-        Raises StorageFailure when the tail cannot be read; the buffer is given back then.
+    async def _ensure_buffer(self, *, taking: bool = True) -> mmap.mmap:
+        """The part buffer, taken now if there is none (with the stored tail read into it).
+
+        Raises MemoryBusy when no buffer can be had in time, StorageFailure when the tail
+        cannot be read (the buffer is given back then), and, when `taking` bytes, the
+        session's failure or UploadError once it takes no more.
         """
-        self._buffer = await self._buffers.acquire(self._part_size)
-        record = self._record
-        if record.tail_size:
+        if self._buffer is not None:
+            return self._buffer
+        if taking:
+            self._check_taking()
+        buffer = await self._buffers.acquire(self._part_size, self._owner)
+        if self._closed:  # ended while waiting for memory: the buffer goes straight back
+            await self._buffers.release(buffer)
+            raise UploadError("the session is closed")
+        self._buffer = buffer
+        if self._tail_pending:
+            record = self._record
             try:
                 tail = await self._store.get_object(record.tail_key or "")
             except StoreError as exc:
@@ -167,12 +186,11 @@ class UploadSession:
             if len(tail) != record.tail_size:
                 await self._release_buffer()
                 raise StorageFailure("the upload's stored tail has the wrong size")
-            self._buffer[: len(tail)] = tail
-            self._fill = len(tail)
+            buffer[: len(tail)] = tail
+            self._tail_pending = False
             if self._hasher is not None:  # up to a part: off the event loop
                 await asyncio.get_running_loop().run_in_executor(None, self._hasher.update, tail)
-        self._opened = True
-        self._events.writers(1)
+        return buffer
 
     # -- the body -----------------------------------------------------------------------
 
@@ -180,32 +198,35 @@ class UploadSession:
         """Accept the next bytes of the body; waits while the window or memory budget is full.
 
         Raises SizeExceeded (nothing of `chunk` accepted) when the chunk would pass the
-        upload's limit, and the session's failure if it failed.
+        upload's limit, MemoryBusy when no part buffer could be had in time, and the
+        session's failure if it failed.
         """
         self._check_taking()
         if self.position + len(chunk) > self._limits.limit:
             raise SizeExceeded("the body is longer than the upload's remaining length")
         view = memoryview(chunk)
         while view:
-            assert self._buffer is not None
+            buffer = await self._ensure_buffer()
             n = min(len(view), self._part_size - self._fill)
-            self._buffer[self._fill : self._fill + n] = view[:n]
+            buffer[self._fill : self._fill + n] = view[:n]
             view = view[n:]
             await self.take_received(n)
 
-    def receive_buffer(self, limit: int) -> memoryview | None:
+    async def receive_buffer(self, limit: int) -> memoryview | None:
         """Where up to `limit` next body bytes may be received in place, or None.
 
-        The view is the free end of the part buffer, no longer than the upload still
-        accepts. None when the session failed or the upload has no room left: then
-        `write` must be used, which refuses what does not fit. Call `take_received` next.
+        The view is the free end of the part buffer (taken now if needed: see `write` for
+        what that may raise), no longer than the upload still accepts. None when the
+        session failed or the upload has no room left: then `write` must be used, which
+        refuses what does not fit. Call `take_received` next.
         """
-        if self._failure is not None or self._stopping or self._buffer is None:
+        if self._failure is not None or self._stopping:
             return None
         room = min(limit, self._part_size - self._fill, self._limits.limit - self.position)
         if room <= 0:
             return None
-        return memoryview(self._buffer)[self._fill : self._fill + room]
+        buffer = await self._ensure_buffer()
+        return memoryview(buffer)[self._fill : self._fill + room]
 
     async def take_received(self, count: int) -> None:
         """Count `count` bytes just placed at the free end of the part buffer (by `write`, or
@@ -249,7 +270,8 @@ class UploadSession:
             raise UploadError("the session no longer takes bytes")
 
     async def _send_part(self) -> None:
-        """Hand the full part buffer to a task that stores and commits it; take a fresh buffer.
+        """Hand the full part buffer to a task that stores and commits it (the next part's
+        buffer is taken when its first bytes arrive).
 
         Stops (raising, with the full buffer kept) when the session fails or starts draining
         while it waits for the multipart upload or for room in the window.
@@ -282,11 +304,6 @@ class UploadSession:
             self._handing_off -= 1
             if not self._handing_off:
                 self._settled.set()
-        fresh = await self._buffers.acquire(self._part_size)
-        if self._closed:  # ended while waiting for memory: the buffer goes straight back
-            await self._buffers.release(fresh)
-            raise UploadError("the session is closed")
-        self._buffer = fresh
 
     def _part_done(self, task: asyncio.Future) -> None:
         with contextlib.suppress(ValueError):
@@ -365,6 +382,8 @@ class UploadSession:
         if end_of_file and record.length is None:
             record = self._record = await self._commits.save(record.evolve(length=end))
         if record.length is not None and end == record.length:
+            if self._tail_pending:  # the stored tail is all that is left: its bytes complete the file
+                await self._ensure_buffer(taking=False)
             return True
         if self._fill > self._durable_in_buffer:
             await self._store_tail()

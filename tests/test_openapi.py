@@ -315,6 +315,18 @@ def test_real_answers_of_every_operation_conform(api, account):
     c.call("GET", "/api/auth/verify", 401)
     c.call("GET", "/api/auth/verify", 401, headers={"Authorization": f"Bearer {make_token('gone-user')}"})
 
+    leaving = register(api)
+    c.call("POST", "/api/auth/password", 403, headers=leaving["auth"],
+           json={"currentPassword": PASSWORD + "x", "newPassword": "openapi-Pass-43"})
+    changed = c.call("POST", "/api/auth/password", 200, headers=leaving["auth"],
+                     json={"currentPassword": PASSWORD, "newPassword": "openapi-Pass-43"})
+    c.call("POST", "/api/auth/logout", 401, headers=leaving["auth"])
+    renewed = {"Authorization": f"Bearer {changed.json()['token']}"}
+    c.call("DELETE", "/api/auth/me", 403, headers=renewed, json={"password": PASSWORD})
+    c.call("DELETE", "/api/auth/me", 204, headers=renewed, json={"password": "openapi-Pass-43"})
+    c.call("POST", "/api/auth/logout", 401, headers=renewed)
+    c.call("POST", "/api/auth/logout", 204, headers=register(api)["auth"])
+
     # events: 401 without a token; with one, the stream opens
     c.call("GET", "/api/events", 401)
     with requests.get(api.url + "/api/events", params={"access_token": account["token"]}, stream=True,

@@ -34,6 +34,7 @@ from gateway.tus.headers import (
 from metadata.uploads import COMPLETE, UploadRecord
 from streaming.errors import (
     InvalidLength,
+    MemoryBusy,
     OffsetMismatch,
     SizeExceeded,
     TypeNotAllowed,
@@ -66,6 +67,7 @@ class TusHandler(BaseHandler):
     _discarded = 0
     _hasher: Hasher | None = None
     _expected_digest = b""
+    _eager = False
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -174,6 +176,9 @@ class TusHandler(BaseHandler):
 
     async def _open_creation(self) -> None:
         headers = self.request.headers
+        limit = self.services.settings.max_upload_metadata
+        if len(headers.get("Upload-Metadata") or "") > limit:
+            raise ApiError(400, "metadata_too_large", f"Upload-Metadata is limited to {limit} bytes")
         try:
             length = parse_size(headers.get("Upload-Length"), "Upload-Length")
             metadata = parse_metadata(headers.get("Upload-Metadata"))
@@ -226,7 +231,7 @@ class TusHandler(BaseHandler):
             self._hasher = ALGORITHMS[checksum[0]]()
             self._expected_digest = checksum[1]
         # commit part by part only when the body cannot be rejected as a whole later
-        eager = checksum is None and body_length is not None
+        eager = self._eager = checksum is None and body_length is not None
         session = self._session = await self.services.uploads.open_session(upload_id, offset, length=length, eager=eager)
         remaining = (session.record.length if session.record.length is not None else self.services.settings.tus_max_size) - offset
         # a chunked body may run past the upload: read a little more, so the writer answers 413 JSON
@@ -235,41 +240,47 @@ class TusHandler(BaseHandler):
     # -- body -------------------------------------------------------------------------
 
     async def data_received(self, chunk: bytes) -> None:
-        self.touch()
+        self.touch(len(chunk))
         if self._session is None or self._rejection is not None:
             self._discarded += len(chunk)
             return
         try:
-            await self._session.write(chunk)
+            with self.holding_body():
+                await self._session.write(chunk)
             if self._hasher is not None:
                 self._hasher.update(chunk)
         except UploadError as exc:
-            self._rejection = exc
+            await self._refused_mid_body(exc)
 
-    def body_buffer(self, limit: int) -> memoryview | None:
+    async def body_buffer(self, limit: int) -> memoryview | None:
         """Where the next body bytes may be received in place (see gateway.in_place_body)."""
         if self._session is None or self._rejection is not None:
             return None
-        return self._session.receive_buffer(limit)
+        try:
+            with self.holding_body():
+                return await self._session.receive_buffer(limit)
+        except UploadError as exc:
+            await self._refused_mid_body(exc)
+            return None
 
     async def body_received(self, view: memoryview, count: int) -> None:
         """`count` body bytes arrived at the start of `view` (from body_buffer)."""
-        self.touch()
+        self.touch(count)
         assert self._session is not None
         try:
             if self._hasher is not None:
                 self._hasher.update(view[:count])
-            await self._session.take_received(count)
+            with self.holding_body():
+                await self._session.take_received(count)
         except UploadError as exc:
-            self._rejection = exc
+            await self._refused_mid_body(exc)
 
     def on_connection_close(self) -> None:
         """The client went away mid-body: keep what arrived, give the lease back."""
         session = self._session
         if session is not None and not self._answered:
             engine = self.services.uploads
-            unverifiable = self._rejection is not None or self._hasher is not None
-            ending = engine.abort(session) if unverifiable else engine.finish(session)
+            ending = engine.finish(session) if self._keeps_what_arrived() else engine.abort(session)
             task = asyncio.ensure_future(ending)
             _background.add(task)
             task.add_done_callback(_finished_in_background)
@@ -279,8 +290,11 @@ class TusHandler(BaseHandler):
         assert session is not None
         engine = self.services.uploads
         if self._rejection is not None:
-            await engine.abort(session)
-            await self._discard_if_refused(self._rejection, session)
+            if self._keeps_what_arrived():
+                await engine.finish(session)  # a refusal that is not the bytes' fault: keep them
+            else:
+                await engine.abort(session)
+                await self._discard_if_refused(self._rejection, session)
             raise self._rejection
         if self._hasher is not None and self._hasher.digest() != self._expected_digest:
             await engine.abort(session)
@@ -290,6 +304,25 @@ class TusHandler(BaseHandler):
         except UploadError as exc:
             await self._discard_if_refused(exc, session)
             raise
+
+    async def _refused_mid_body(self, exc: UploadError) -> None:
+        """Note why the body is refused. Lack of memory is answered at once (503, the connection
+        closed, what was durable kept): reading on would only hold the connection; other refusals
+        are answered once the body is read, keeping the connection."""
+        self._rejection = exc
+        if isinstance(exc, MemoryBusy) and self._session is not None and not self._answered:
+            self._answered = True
+            engine = self.services.uploads
+            await (engine.finish(self._session) if self._keeps_what_arrived() else engine.abort(self._session))
+            answer = answer_for(exc)
+            assert answer is not None
+            self.answer_now(answer)
+
+    def _keeps_what_arrived(self) -> bool:
+        """Whether the bytes received so far may be committed: the body is committed part by part
+        (no checksum to verify first, a known length) and nothing was wrong with the bytes (no
+        refusal, or only one for lack of memory on our side)."""
+        return self._eager and (self._rejection is None or isinstance(self._rejection, MemoryBusy))
 
     async def _discard_if_refused(self, exc: Exception, session: UploadSession) -> None:
         """A file of a refused type leaves nothing behind."""

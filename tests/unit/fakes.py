@@ -344,6 +344,10 @@ class MemoryUploadRepository:
         for key in [key for key in self.part_documents if key[0] == upload_id]:
             del self.part_documents[key]
 
+    async def count_unfinished(self, owner: str | None, limit: int) -> int:
+        await _round_trip()
+        return min(limit, sum(1 for d in self.documents.values() if d["owner"] == owner and d["status"] == ACTIVE))
+
     async def expired(self, now: float | None = None, limit: int = 100) -> list[UploadRecord]:
         await _round_trip()
         now = time.time() if now is None else now

@@ -140,7 +140,7 @@ async def receive_chunks(session: UploadSession, data: bytes | memoryview, sizes
     data = memoryview(data)
     position, turn = 0, 0
     while position < len(data):
-        view = session.receive_buffer(sizes[turn % len(sizes)])
+        view = await session.receive_buffer(sizes[turn % len(sizes)])
         assert view is not None and len(view) > 0
         count = min(len(view), len(data) - position)
         view[:count] = data[position : position + count]
@@ -312,9 +312,10 @@ async def test_failed_completion_keeps_the_parts_and_a_retry_completes():
     await h.assert_idle()
 
 
-async def test_unreadable_tail_fails_the_opening_and_gives_everything_back():
-    """When the stored tail cannot be read, opening a session raises StorageFailure and gives the
-    lease and the buffer back; the upload is unchanged and can be opened again."""
+async def test_unreadable_tail_fails_the_first_bytes_and_gives_everything_back():
+    """The stored tail is read when the first body bytes arrive (no memory is taken before): when it
+    cannot be read, that write raises StorageFailure; finish gives the lease and the buffer back and
+    the upload is unchanged and can be continued."""
     h = Harness()
     record = await h.create()
     first = await h.open(record, 0)
@@ -322,8 +323,11 @@ async def test_unreadable_tail_fails_the_opening_and_gives_everything_back():
     before = await h.engine.finish(first)
 
     h.store.fail("get_object")
+    session = await h.open(record, 1000)
+    assert h.buffers.in_use == 0, "opening takes no buffer"
     with pytest.raises(StorageFailure):
-        await h.open(record, 1000)
+        await session.write(DATA[1000:2000])
+    await h.engine.abort(session)
     assert h.committed(record) == before
     await h.assert_idle()
     await h.upload_rest(record)
@@ -658,7 +662,7 @@ async def test_client_gone_while_a_write_waits_for_the_window_counts_no_byte_out
 
 
 async def test_client_gone_while_a_write_waits_for_memory_leaves_no_buffer_behind():
-    """The client goes away (finish) while its last write waits for a part buffer from the shared
+    """The client goes away (finish) while its next write waits for a part buffer from the shared
     pool (another upload took the memory first). Once finish returned, the session holds nothing:
     when memory frees up later, the write must not take a buffer into the closed session (it
     would never be given back) nor accept bytes without the lease."""
@@ -667,13 +671,14 @@ async def test_client_gone_while_a_write_waits_for_memory_leaves_no_buffer_behin
     mine, other = await h.create(), await h.create()
     session = await h.open(mine, 0)
     other_session = await h.open(other, 0)
+    await session.write(DATA[:PS])  # part 1 stored and committed; no buffer held after it
+    await until(lambda: h.committed(mine).parts_count == 1 and h.buffers.in_use == 0)
     other_part = h.store.hold_part(1)
-    other_write = asyncio.ensure_future(other_session.write(DATA[:PS]))  # waits for memory, first in line
+    other_write = asyncio.ensure_future(other_session.write(DATA[: PS + 1]))  # holds both buffers
     await other_part.entered.wait()
-    await settle()
+    await until(lambda: h.buffers.in_use == 2 * PS)
 
-    waiting = asyncio.ensure_future(session.write(DATA[:PS]))  # part 1 stored, then waits for memory
-    await until(lambda: h.committed(mine).parts_count == 1)
+    waiting = asyncio.ensure_future(session.write(DATA[PS : 2 * PS]))  # waits for memory
     await settle()
     assert not waiting.done()
     done = await h.engine.finish(session)  # the client went away
@@ -825,10 +830,10 @@ async def test_write_past_the_length_accepts_nothing_of_that_chunk():
     with pytest.raises(SizeExceeded):
         await session.write(DATA[PS + 90 : PS + 110])
     assert (session.position, session.received) == (PS + 90, PS + 90)
-    view = session.receive_buffer(1000)
+    view = await session.receive_buffer(1000)
     assert view is not None and len(view) == 10  # the in-place path offers only what fits
     await session.write(DATA[PS + 90 : length])
-    assert session.receive_buffer(1000) is None
+    assert await session.receive_buffer(1000) is None
     with pytest.raises(SizeExceeded):
         await session.write(b"x")
     await h.engine.finish(session)
