@@ -1,5 +1,11 @@
 from setuptools import find_packages, setup
 
+# Optional parts; the runtime install (and the Docker image, from requirements.lock) has neither.
+# embedded: the MongoDB wire server started when MONGODB_URI is empty (scripts/run.sh installs it)
+EMBEDDED = ["nx-27017>=0.8.1"]
+# cli: `mediaserver upload` (tus client and its HTTP library)
+CLI = ["tuspy>=1.1", "requests>=2.32"]
+
 setup(
     name="mediaserver-gateway",
     version="0.1.0",
@@ -9,20 +15,22 @@ setup(
     include_package_data=True,
     package_data={"gateway": ["static/*", "static/**/*", "*.json"]},
     install_requires=[
-        "tornado>=6.5.8",
+        # <7: gateway/in_place_body.py wraps Tornado's private HTTP1Connection._read_fixed_body
+        # (tests/test_packaging.py fails loudly when it is gone)
+        "tornado>=6.5.8,<7",
         "boto3>=1.35",
         "pymongo>=4.13",
-        "nx-27017>=0.8.1",
         "pyjwt>=2.15.1",
         "pwdlib[argon2]>=0.2",
         "prometheus-client>=0.21",
         "Pillow>=11",
         "python-multipart>=0.0.20",
         "pillow-heif>=0.18",
-        "tuspy>=1.1",
     ],
     extras_require={
-        "test": [
+        "embedded": EMBEDDED,
+        "cli": CLI,
+        "test": EMBEDDED + CLI + [
             "pytest>=8",
             "pytest-asyncio>=0.24",
             "moto[server]>=5.1",
@@ -34,7 +42,7 @@ setup(
             "import-linter>=2.1",
             "hypothesis>=6.100",
         ],
-        "bench": ["pyvips>=2.2", "pyvips-binary>=8.16", "psutil>=6", "requests>=2.32", "moto[server]>=5.1"],
+        "bench": EMBEDDED + CLI + ["pyvips>=2.2", "pyvips-binary>=8.16", "psutil>=6", "requests>=2.32", "moto[server]>=5.1"],
     },
     # bench: pyvips is the thumbnail baseline of bench/thumbnails.py
     entry_points={"console_scripts": ["mediaserver=gateway.cli:main"]},

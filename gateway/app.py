@@ -61,12 +61,13 @@ class GatewayApplication(tornado.web.Application):
         return super().find_handler(request, **kwargs)
 
 
-def routes() -> list[tuple]:
-    """Every route of the gateway: (pattern, handler class[, handler arguments])."""
+def routes(metrics: bool = True) -> list[tuple]:
+    """Every route of the gateway: (pattern, handler class[, handler arguments]); without
+    /metrics when `metrics` is False (it is then served on METRICS_PORT only)."""
     return [
         (r"/health", HealthHandler),
         (r"/health/detailed", DetailedHealthHandler),
-        (r"/metrics", MetricsHandler),
+        *([(r"/metrics", MetricsHandler)] if metrics else []),
         (r"/api/events", EventsHandler),
         *openapi_handlers(),
         *auth_handlers(),
@@ -79,7 +80,7 @@ def routes() -> list[tuple]:
 def make_app(services: Services) -> tornado.web.Application:
     """The application with every route, bound to `services`."""
     settings = services.settings
-    rules = routes()
+    rules = routes(metrics=not settings.metrics_port)
     route_of = RouteNamer([rule[0] for rule in rules])
     metrics = services.metrics
 

@@ -180,7 +180,25 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             self.services.on_rate_limited(kind)
             raise ApiError(429, "too_many_requests", "too many requests; retry later", decision.headers())
 
+    _in_flight = False
+
+    #: whether shutdown waits for this request (long-lived streams say False and are simply closed)
+    counted_in_flight = True
+
+    def _count_in_flight(self, delta: int) -> None:
+        if self.counted_in_flight and (delta > 0) != self._in_flight:
+            self._in_flight = delta > 0
+            self.services.requests_in_flight += delta
+
+    #: whether new requests are refused while the gateway drains on shutdown (health says so itself)
+    refused_while_draining = True
+
     async def prepare(self) -> None:
+        self._count_in_flight(1)
+        if self.services.draining and self.refused_while_draining:
+            self._close_after_answer = True
+            raise ApiError(503, "shutting_down", "this instance is shutting down; retry (another one will answer)",
+                           {"Retry-After": "1"})
         try:
             if self.authenticates and self.request.method != "OPTIONS":
                 await self.authenticate()
@@ -246,6 +264,11 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
     def on_finish(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        self._count_in_flight(-1)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._count_in_flight(-1)
 
     async def admit(self) -> None:
         """Checks before the body is read (rate limit, body size); raise ApiError to refuse."""

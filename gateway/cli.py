@@ -35,14 +35,40 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     await stop.wait()
-    log.info("shutting down")
+    await drain(services, server, settings.shutdown_timeout)
+    await services.close()
+
+
+def dump_tasks() -> None:
+    """Log where every task of the event loop waits (SIGUSR1: for operators chasing a hang)."""
+    import io
+
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=12, file=out)
+        log.warning("task stack", extra={"task": task.get_name(), "stack": out.getvalue()[-4000:]})
+
+
+async def drain(services, server, timeout: float) -> None:
+    """Shut down without losing a received byte: health says 503 and new requests are refused at
+    once, no new connection is accepted, requests in flight go on for up to `timeout` seconds;
+    then every connection is closed, and bodies still running end at a durable point (their
+    tails stored, counted in their offsets) before the services close."""
+    log.info("draining", extra={"requests_in_flight": services.requests_in_flight, "timeout_seconds": timeout})
+    services.draining = True
     server.stop()
+    if not await services.requests_done(timeout):
+        log.warning("requests still running at the shutdown timeout; ending them at a durable point",
+                    extra={"requests_in_flight": services.requests_in_flight})
     try:
         await asyncio.wait_for(server.close_all_connections(), timeout=10)
     except asyncio.TimeoutError:
         log.warning("connections still open at shutdown")
-    await services.close()
+    if not await services.uploads.sessions_closed(30):
+        log.warning("uploads still ending at shutdown")
+    log.info("shutting down")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,6 +71,8 @@ class Settings:
     # --- serving
     host: str = option("HOST", "127.0.0.1", "Address to listen on (0.0.0.0 in containers).")
     port: int = option("PORT", 3000, "TCP port of the HTTP server.", int)
+    environment: str = option("ENVIRONMENT", "development", "'production' refuses to start without an external MongoDB (MONGODB_URI or its SSM parameter) and a configured JWT secret, instead of the embedded server and a generated secret.")
+    shutdown_timeout: float = option("SHUTDOWN_TIMEOUT", 90.0, "Seconds requests in flight may go on after SIGTERM (keep below the container's stop timeout); bodies still running then end at a durable point, their received bytes kept.", float)
     data_dir: str = option("DATA_DIR", "./data", "Folder for the local object store, the embedded MongoDB file and generated secrets.")
     file_sha256: bool = option("FILE_SHA256", True, "Compute each finished file's sha256 while it streams (about 0.5 CPU s per GiB); false leaves the media's sha256 empty.", _bool)
     local_direct_io: bool = option("LOCAL_DIRECT_IO", True, "Local store: write whole parts with O_DIRECT (no page-cache copy); falls back to buffered writes where the file system refuses it.", _bool)
@@ -91,7 +93,7 @@ class Settings:
     s3_bucket: str = option("S3_BUCKET", "", "S3 bucket for media and uploads in progress.")
     aws_region: str = option("AWS_REGION", "eu-west-2", "AWS region of the bucket and of SSM parameters.")
     s3_endpoint_url: str = option("S3_ENDPOINT_URL", "", "Custom S3 endpoint (MinIO, a test server); empty for AWS.")
-    s3_sse: str = option("S3_SSE", "AES256", "Server-side encryption for new objects: AES256, aws:kms, or empty for none.")
+    s3_sse: str = option("S3_SSE", "", "Server-side encryption asked for each new object: AES256, aws:kms, or empty to let the bucket's default encryption apply.")
     s3_max_workers: int = option("S3_MAX_WORKERS", 16, "Threads running S3 calls (bounds concurrent S3 requests of the process).", int)
     s3_max_attempts: int = option("S3_MAX_ATTEMPTS", 5, "Attempts per S3 call (standard retry mode).", int)
 
@@ -156,7 +158,7 @@ class Settings:
     download_chunk_size: int = option("DOWNLOAD_CHUNK_SIZE", 1 * MiB, "Bytes read from the store per chunk when streaming a download.", _size)
 
     # --- operations
-    metrics_port: int = option("METRICS_PORT", 0, "Serve /metrics on this extra port too (0: only on PORT).", int)
+    metrics_port: int = option("METRICS_PORT", 0, "Serve /metrics on this port only, not on PORT (0: on PORT); keep it unrouted by the load balancer.", int)
     metrics_token: str = option("METRICS_TOKEN", "", "Bearer token required on /metrics (empty: open).")
     emf_namespace: str = option("EMF_NAMESPACE", "MediaServer", "CloudWatch namespace of Embedded Metric Format records in the logs (empty: none).")
 
@@ -195,6 +197,17 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ValueError when settings contradict each other."""
+        if self.environment not in ("development", "production"):
+            raise ValueError("ENVIRONMENT must be 'development' or 'production'")
+        if self.environment == "production":
+            if not (self.mongodb_uri or self.mongodb_uri_ssm_parameter):
+                raise ValueError("ENVIRONMENT=production needs MONGODB_URI or MONGODB_URI_SSM_PARAMETER "
+                                 "(the embedded MongoDB is for development only)")
+            if not (self.jwt_secret or self.jwt_secret_ssm_parameter):
+                raise ValueError("ENVIRONMENT=production needs JWT_SECRET or JWT_SECRET_SSM_PARAMETER "
+                                 "(a generated secret is for development only)")
+        if self.shutdown_timeout < 0:
+            raise ValueError("SHUTDOWN_TIMEOUT must be 0 or more")
         if self.storage_backend not in ("local", "s3"):
             raise ValueError("STORAGE_BACKEND must be 'local' or 's3'")
         if self.storage_backend == "s3" and not self.s3_bucket:

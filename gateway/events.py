@@ -67,6 +67,7 @@ class EventsHandler(BaseHandler):
     """GET /api/events: text/event-stream of the caller's events."""
 
     _closed = False
+    counted_in_flight = False  # a stream never ends by itself: shutdown closes it
 
     def bearer_token(self) -> str | None:
         """The `Authorization` header's token, else the `access_token` query parameter."""
@@ -130,6 +131,7 @@ class EventsHandler(BaseHandler):
         self.write(f"event: auth.ended\ndata: {json.dumps({'code': code, 'message': message})}\n\n")
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         self._closed = True
 
 

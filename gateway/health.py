@@ -31,8 +31,14 @@ class HealthHandler(BaseHandler):
 
     rate_limit = None
 
+    refused_while_draining = False
+
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
+        if self.services.draining:  # the load balancer stops sending requests here
+            self.set_status(503)
+            self.write({"status": "draining", "version": __version__})
+            return
         self.write({"status": "ok", "version": __version__})
 
 

@@ -280,6 +280,7 @@ class MediaUploadHandler(BaseHandler):
         self.write(await self.services.media.describe(item, self.base_url()))
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         if not self._done and self._session is not None:
             task = asyncio.ensure_future(self._discard())
             _background.add(task)

@@ -71,6 +71,10 @@ class Services:
     revoked_tokens: RevokedTokenRepository | None = None
     rate_counters: RateCounterRepository | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
+    #: set on SIGTERM: health answers 503 and new requests are refused while those in flight finish
+    draining: bool = False
+    #: requests being answered now (see `BaseHandler`)
+    requests_in_flight: int = 0
 
     @classmethod
     async def start(cls, settings: Settings) -> "Services":
@@ -206,6 +210,14 @@ class Services:
             except Exception:  # noqa: BLE001 - the sweep runs again next interval
                 log.warning("processing sweep failed", exc_info=True)
             await asyncio.sleep(self.settings.processing_sweep_interval)
+
+    async def requests_done(self, timeout: float) -> bool:
+        """Wait until no request is in flight, at most `timeout` seconds; True when none is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.requests_in_flight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return self.requests_in_flight <= 0
 
     async def close(self) -> None:
         """Stop background work and release every connection, thread and child process."""

@@ -13,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import requests
+try:
+    import requests
+except ImportError:  # the `cli` extra is missing: `serve` does not need it, `upload` says so in run()
+    requests = None  # type: ignore[assignment]
 
 MiB = 1024 * 1024
 
@@ -85,8 +88,16 @@ def upload_one(path: Path, args: argparse.Namespace, token: str, storage) -> str
 
 def run(args: argparse.Namespace) -> int:
     # tuspy is imported here, not at start-up: `mediaserver serve` never loads it
-    from tusclient.exceptions import TusCommunicationError
-    from tusclient.storage.filestorage import FileStorage
+    try:
+        if requests is None:
+            raise ImportError(name="requests")
+        from tusclient.exceptions import TusCommunicationError
+        from tusclient.storage.filestorage import FileStorage
+    except ImportError as exc:
+        missing = "tuspy" if (exc.name or "").startswith("tusclient") else exc.name or exc
+        print(f"mediaserver upload: the cli extra is not installed ({missing}): "
+              "pip install 'mediaserver-gateway[cli]'", file=sys.stderr)
+        return 2
 
     token = _token(args)
     paths = [Path(name) for name in args.files]

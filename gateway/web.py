@@ -2,7 +2,8 @@
 
 Both carry the gateway's security headers (CSP `script-src 'self'`: the page has no
 inline script). The page names its assets with a content hash (`?v=...`), so they
-can be cached for long; the page itself is revalidated on every visit.
+can be cached for long; the page itself is revalidated on every visit. Their errors (a missing
+asset, a wrong method) are plain text, not the API's JSON: a browser loads these URLs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,21 @@ STATIC_PREFIX = "/static/"
 _ASSET_REF = re.compile(r'(src|href)="/static/([^"?#]+)"')
 
 
-class StaticAssetHandler(BaseHandler, tornado.web.StaticFileHandler):
+class PlainErrors:
+    """Errors as one line of plain text (`404 Not Found`), for URLs a browser loads.
+
+    BaseHandler.write_error still decides the status and headers (Retry-After, Connection);
+    only the body is text instead of the API's JSON.
+    """
+
+    def write_json_error(self: Any, code: str, message: str) -> None:
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        reason = self._reason
+        self.finish(f"{self.get_status()} {reason}" + ("" if message == reason else f": {message}") + "\n")
+
+
+class StaticAssetHandler(PlainErrors, BaseHandler, tornado.web.StaticFileHandler):
     """Files under gateway/static/: ETag, Last-Modified, ranges; cached for years under `?v=` URLs."""
 
     authenticates = False  # never looks at the caller: no account lookup
@@ -48,7 +63,7 @@ class StaticAssetHandler(BaseHandler, tornado.web.StaticFileHandler):
             self.set_header("Cache-Control", "no-cache")
 
 
-class UploadPageHandler(BaseHandler):
+class UploadPageHandler(PlainErrors, BaseHandler):
     """The upload page (gateway/static/index.html with versioned asset URLs)."""
 
     authenticates = False  # never looks at the caller: no account lookup

@@ -19,6 +19,8 @@ def open_database(uri: str, default_db: str, timeout: float) -> tuple[AsyncMongo
         serverSelectionTimeoutMS=int(timeout * 1000),
         connectTimeoutMS=int(timeout * 1000),
         socketTimeoutMS=int(max(timeout, 30) * 1000),
+        # a request waiting for a pooled connection gives up too (the default waits forever)
+        waitQueueTimeoutMS=int(max(timeout, 30) * 1000),
         retryWrites=False,
         tz_aware=True,
         appname="mediaserver",

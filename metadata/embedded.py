@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import importlib.util
 import logging
 import os
 import signal
@@ -132,8 +133,11 @@ class EmbeddedMongo:
         """Start the server and wait until it accepts connections; return its URI.
 
         Raises DataFolderInUse when another gateway uses the data folder, and
-        EmbeddedMongoError when the server does not start.
+        EmbeddedMongoError when the server does not start (or nx-27017 is not installed).
         """
+        if importlib.util.find_spec("nx_27017") is None:
+            raise EmbeddedMongoError("the embedded MongoDB server (nx-27017) is not installed: "
+                                     "pip install 'mediaserver-gateway[embedded]', or set MONGODB_URI")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:

@@ -4,7 +4,8 @@
 # Extra arguments go to `mediaserver serve` (e.g. --port 8080).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
-"$VENV/bin/python" -m pip install -q -e "$ROOT"
+# embedded: the MongoDB wire server used when MONGODB_URI is empty; cli: `mediaserver upload`
+"$VENV/bin/python" -m pip install -q -e "$ROOT[embedded,cli]"
 # ffmpeg/ffprobe make video thumbnails; without them videos are stored but marked failed
 command -v ffprobe >/dev/null 2>&1 || apt_install ffmpeg || echo "ffmpeg is missing: video processing will fail" >&2
 [ -f "$ROOT/scripts/build_web.sh" ] && bash "$ROOT/scripts/build_web.sh"

@@ -96,6 +96,9 @@ class UploadEngine:
         self._events = events
         self._digests = digests
         self.limits = limits
+        self._sessions: set[UploadSession] = set()
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
 
     @property
     def concatenates(self) -> bool:
@@ -164,10 +167,21 @@ class UploadEngine:
     async def _opened(self, session: UploadSession, lease: Lease) -> UploadSession:
         try:
             await session.open()
-            return session
         except BaseException:
             await lease.release()
             raise
+        self._sessions.add(session)
+        self._no_sessions.clear()
+        return session
+
+    async def sessions_closed(self, timeout: float) -> bool:
+        """Wait until every session this engine opened has ended (at most `timeout` seconds);
+        True when none is open."""
+        try:
+            await asyncio.wait_for(self._no_sessions.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def get(self, upload_id: str) -> UploadRecord:
         """The upload's committed state. Raises UploadNotFound or UploadGone."""
@@ -237,6 +251,9 @@ class UploadEngine:
             return session.record
         finally:
             await session.close()
+            self._sessions.discard(session)
+            if not self._sessions:
+                self._no_sessions.set()
 
     async def abort(self, session: UploadSession) -> None:
         """End `session` committing nothing more (parts it committed eagerly stay)."""

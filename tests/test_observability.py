@@ -105,9 +105,10 @@ def test_metrics_token_and_port(start_gateway):
 
     port = free_port()
     gateway = start_gateway("local", METRICS_TOKEN="scrape-secret", METRICS_PORT=str(port))
-    assert requests.get(gateway.url + "/metrics").status_code == 401
-    assert requests.get(gateway.url + "/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert requests.get(gateway.url + "/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+    public = requests.get(gateway.url + "/metrics", headers={"Authorization": "Bearer scrape-secret"})
+    assert public.status_code == 404, "with METRICS_PORT, the public port does not serve /metrics"
+    assert requests.get(f"http://127.0.0.1:{port}/metrics").status_code == 401
+    assert requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     separate = requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer scrape-secret"})
     assert separate.status_code == 200 and "mediaserver_http_requests_total" in separate.text
     assert requests.get(f"http://127.0.0.1:{port}/api/media").status_code == 404

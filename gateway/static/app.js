@@ -191,9 +191,12 @@
   function startUploader() {
     if (window.uppy) return;
     if (!window.Uppy || !window.Uppy.Uppy) {
-      showError('gallery-error', 'The upload widget could not be loaded.');
+      // its own element: the gallery's refresh clears gallery-error, this stays until a reload
+      showError('uploader-error', 'The upload widget could not be loaded, so uploading is not possible on this page. ' +
+        'Reload the page to try again; if this persists, the server is missing its Uppy bundle.');
       return;
     }
+    showError('uploader-error', '');
     const { Uppy, Dashboard, Tus } = window.Uppy;
     const uppy = new Uppy({ id: 'mediaserver', autoProceed: false });
     uppy.use(Dashboard, {

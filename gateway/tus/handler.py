@@ -277,6 +277,7 @@ class TusHandler(BaseHandler):
 
     def on_connection_close(self) -> None:
         """The client went away mid-body: keep what arrived, give the lease back."""
+        super().on_connection_close()
         session = self._session
         if session is not None and not self._answered:
             engine = self.services.uploads

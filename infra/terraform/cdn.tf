@@ -18,12 +18,13 @@ resource "aws_cloudfront_distribution" "gateway" {
     domain_name = aws_lb.main.dns_name
     origin_id   = "alb"
     custom_origin_config {
-      http_port                = 80
-      https_port               = 443
-      origin_protocol_policy   = "https-only"
-      origin_ssl_protocols     = ["TLSv1.2"]
-      origin_read_timeout      = 60
-      origin_keepalive_timeout = 60
+      http_port              = 80
+      https_port             = 443
+      origin_protocol_policy = "https-only"
+      origin_ssl_protocols   = ["TLSv1.2"]
+      origin_read_timeout    = 60
+      # Keep-alive: 50 s, below the ALB's idle timeout (60 s), itself below the gateway's (timeouts.tf).
+      origin_keepalive_timeout = local.cloudfront_origin_keepalive_timeout
     }
   }
 

@@ -28,21 +28,45 @@ resource "aws_ecs_task_definition" "gateway" {
     essential              = true
     readonlyRootFilesystem = true
     user                   = "1001:1001"
-    portMappings           = [{ containerPort = var.container_port, protocol = "tcp" }]
+    # Only container_port is a load balancer target; METRICS_PORT is reachable from
+    # operator_security_group_ids alone (network.tf), never through the ALB.
+    portMappings = [
+      { name = "http", containerPort = var.container_port, protocol = "tcp" },
+      { name = "metrics", containerPort = var.metrics_port, protocol = "tcp" },
+    ]
+    # SIGKILL this long after SIGTERM (Fargate's maximum, 120 s); SHUTDOWN_TIMEOUT below is shorter.
+    stopTimeout = local.container_stop_timeout
     environment = [
       { name = "HOST", value = "0.0.0.0" },
       { name = "PORT", value = tostring(var.container_port) },
+      # The gateway's mode, not this deployment's name: production refuses the embedded MongoDB
+      # and a generated JWT secret (staging runs in production mode too).
+      { name = "ENVIRONMENT", value = "production" },
       { name = "STORAGE_BACKEND", value = "s3" },
       { name = "S3_BUCKET", value = aws_s3_bucket.media.bucket },
+      # Empty: no per-object SSE header; the bucket's default encryption (s3.tf) applies.
+      { name = "S3_SSE", value = "" },
       { name = "AWS_REGION", value = var.region },
+      # Proxies that append to X-Forwarded-For: CloudFront and the ALB, or the ALB alone. With
+      # CloudFront the ALB admits only CloudFront's origin-facing addresses (network.tf), so the
+      # second-to-last entry really is the one CloudFront saw.
       { name = "TRUSTED_PROXY_HOPS", value = var.enable_cloudfront ? "2" : "1" },
+      # Keep-alive: 120 s, longer than the ALB's idle_timeout (60 s), so the ALB closes idle
+      # connections first and never sends a request on one the gateway is closing (timeouts.tf).
+      { name = "IDLE_CONNECTION_TIMEOUT", value = tostring(local.gateway_idle_connection_timeout) },
+      # Drain after SIGTERM: 90 s, below stopTimeout (120 s), so requests in flight end at a durable
+      # point before the SIGKILL (timeouts.tf).
+      { name = "SHUTDOWN_TIMEOUT", value = tostring(local.gateway_shutdown_timeout) },
+      # /metrics on this port only (not on PORT, which the ALB routes).
+      { name = "METRICS_PORT", value = tostring(var.metrics_port) },
+      { name = "EMF_NAMESPACE", value = var.emf_namespace },
       { name = "LOG_FORMAT", value = "json" },
       { name = "DATA_DIR", value = "/tmp/mediaserver" },
       { name = "UPLOAD_MEMORY_BUDGET", value = "160MiB" },
     ]
+    # SSM parameters created outside Terraform (ssm.tf); only their ARNs are here.
     secrets = [
-      { name = "JWT_SECRET", valueFrom = aws_ssm_parameter.jwt_secret.arn },
-      { name = "MONGODB_URI", valueFrom = aws_ssm_parameter.mongodb_uri.arn },
+      for env_name, arn in local.secret_parameter_arns : { name = env_name, valueFrom = arn }
     ]
     mountPoints = [{ sourceVolume = "scratch", containerPath = "/tmp", readOnly = false }]
     healthCheck = {
@@ -64,6 +88,17 @@ resource "aws_ecs_task_definition" "gateway" {
 
   volume {
     name = "scratch"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.gateway_shutdown_timeout < local.container_stop_timeout && local.container_stop_timeout <= 120
+      error_message = "SHUTDOWN_TIMEOUT must be shorter than stopTimeout, and stopTimeout at most 120 s (Fargate's maximum)."
+    }
+    precondition {
+      condition     = var.metrics_port != var.container_port
+      error_message = "METRICS_PORT must differ from the routed container port, or /metrics would be public."
+    }
   }
 }
 

@@ -1,5 +1,5 @@
-# Roles: the execution role pulls the image, writes logs and reads the two secrets;
-# the task role may do only the bucket actions the gateway uses.
+# Roles: the execution role pulls the image, writes logs and reads the secrets' parameters (ECS
+# injects them at task start); the task role may do only the bucket actions the gateway uses.
 
 data "aws_iam_policy_document" "ecs_assume" {
   statement {
@@ -25,7 +25,7 @@ data "aws_iam_policy_document" "execution_secrets" {
   statement {
     sid       = "ReadGatewaySecrets"
     actions   = ["ssm:GetParameters"]
-    resources = [aws_ssm_parameter.jwt_secret.arn, aws_ssm_parameter.mongodb_uri.arn]
+    resources = values(local.secret_parameter_arns)
   }
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
@@ -64,11 +64,6 @@ data "aws_iam_policy_document" "task" {
     sid       = "MediaBucket"
     actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
     resources = [aws_s3_bucket.media.arn]
-  }
-  statement {
-    sid       = "GatewayParameters"
-    actions   = ["ssm:GetParameter"]
-    resources = [aws_ssm_parameter.jwt_secret.arn, aws_ssm_parameter.mongodb_uri.arn]
   }
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]

@@ -35,5 +35,20 @@ output "log_group" {
 
 output "alarm_topic_arn" {
   description = "SNS topic of the alarms."
-  value       = aws_sns_topic.alarms.arn
+  value       = local.alarm_topic_arn
+}
+
+output "dashboard_url" {
+  description = "CloudWatch dashboard of this environment."
+  value       = "https://${var.region}.console.aws.amazon.com/cloudwatch/home?region=${var.region}#dashboards/dashboard/${aws_cloudwatch_dashboard.gateway.dashboard_name}"
+}
+
+output "secret_parameter_names" {
+  description = "SSM SecureString parameters the tasks read (create them with aws ssm put-parameter before the first apply); names only, never values."
+  value       = local.secret_parameter_names
+}
+
+output "s3_gateway_endpoint_id" {
+  description = "The S3 gateway endpoint on the private route tables (null when create_s3_gateway_endpoint is false)."
+  value       = one(aws_vpc_endpoint.s3[*].id)
 }

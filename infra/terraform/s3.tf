@@ -22,8 +22,10 @@ resource "aws_s3_bucket_ownership_controls" "media" {
   }
 }
 
+# Default encryption: the tasks run with S3_SSE empty (ecs.tf), so every object is encrypted by this
+# rule, SSE-S3, or SSE-KMS with the bucket key when kms_key_arn is set.
 resource "aws_s3_bucket_server_side_encryption_configuration" "media" {
-  #checkov:skip=CKV_AWS_145:SSE-S3 (AES256) is what the gateway requests; a customer KMS key can be set with kms_key_arn.
+  #checkov:skip=CKV_AWS_145:SSE-S3 (AES256) by default; a customer KMS key is used when kms_key_arn is set.
   bucket = aws_s3_bucket.media.id
   rule {
     apply_server_side_encryption_by_default {

@@ -1,20 +1,28 @@
-# Secrets for the tasks: read at start by ECS (container secrets), never in the task definition.
+# Secrets: the JWT secret, the MongoDB URI and (optionally) the metrics token are SSM SecureString
+# parameters created outside Terraform (`aws ssm put-parameter`, README: Deployment), so their
+# values are never in the Terraform state, a plan or a variable file. Terraform knows only their
+# names; ECS reads them when a task starts (container `secrets`, by ARN, with the execution role)
+# and hands them to the gateway as environment variables.
 
-resource "random_password" "jwt_secret" {
-  length  = 64
-  special = false
-}
+data "aws_caller_identity" "current" {}
 
-resource "aws_ssm_parameter" "jwt_secret" {
-  name   = "/mediaserver/${var.environment}/jwt-secret"
-  type   = "SecureString"
-  value  = random_password.jwt_secret.result
-  key_id = var.kms_key_arn
-}
+data "aws_partition" "current" {}
 
-resource "aws_ssm_parameter" "mongodb_uri" {
-  name   = "/mediaserver/${var.environment}/mongodb-uri"
-  type   = "SecureString"
-  value  = var.mongodb_uri
-  key_id = var.kms_key_arn
+locals {
+  parameter_prefix = "/mediaserver/${var.environment}"
+
+  # environment variable of the gateway => parameter name
+  secret_parameter_names = merge(
+    {
+      JWT_SECRET  = coalesce(var.jwt_secret_parameter_name, "${local.parameter_prefix}/jwt-secret")
+      MONGODB_URI = coalesce(var.mongodb_uri_parameter_name, "${local.parameter_prefix}/mongodb-uri")
+    },
+    var.metrics_token_parameter_name == "" ? {} : { METRICS_TOKEN = var.metrics_token_parameter_name },
+  )
+
+  # Hierarchical names start with "/", so the name follows "parameter" directly in the ARN.
+  secret_parameter_arns = {
+    for env_name, parameter in local.secret_parameter_names :
+    env_name => "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter${parameter}"
+  }
 }

@@ -1,15 +1,26 @@
 terraform {
-  required_version = ">= 1.5"
+  # 1.10: S3-native state locking (use_lockfile) without a DynamoDB table.
+  required_version = ">= 1.10"
+
+  # Remote state in S3, locked by a lock object next to the state (use_lockfile). Partial
+  # configuration: bucket, key and region come from `terraform init -backend-config=FILE`
+  # (see backend/example.s3.tfbackend); the bucket is created once per account by bootstrap/.
+  backend "s3" {
+    encrypt      = true
+    use_lockfile = true
+  }
+
   required_providers {
     aws = {
       source  = "hashicorp/aws"
       version = "~> 5.0"
     }
-    random = {
-      source  = "hashicorp/random"
-      version = "~> 3.6"
-    }
   }
+}
+
+locals {
+  # One value per environment, for cost allocation (budget.tf).
+  stack_tag = "mediaserver-${var.environment}"
 }
 
 provider "aws" {
@@ -18,13 +29,8 @@ provider "aws" {
     tags = {
       Project     = "mediaserver"
       Environment = var.environment
+      Stack       = local.stack_tag
       ManagedBy   = "terraform"
     }
   }
-}
-
-# CloudFront certificates live in us-east-1.
-provider "aws" {
-  alias  = "us_east_1"
-  region = "us-east-1"
 }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Sequence
 from urllib.parse import quote
@@ -271,9 +270,8 @@ class S3Store:
         )
 
     async def check(self) -> None:
-        key = f"health/{uuid.uuid4().hex}"
-        await self.put_object(key, b"ok", "text/plain")
-        await self.delete_object(key)
+        """HEAD the bucket: reachable, and ours to use (writes nothing, leaves no versions)."""
+        await self._call("head_bucket", Bucket=self.bucket)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._client.close)

@@ -50,3 +50,14 @@ def test_parts_in_flight_follow_the_store_unless_set():
     for env in ({"REQUEST_CHUNK_SIZE": "1KiB"}, {"PASSWORD_HASH_MEMORY": "1KiB"}, {"PASSWORD_HASH_TIME_COST": "0"}):
         with pytest.raises(ValueError):
             Settings.from_env(env)
+
+
+def test_production_refuses_the_development_fallbacks():
+    with pytest.raises(ValueError, match="MONGODB_URI"):
+        Settings.from_env({"ENVIRONMENT": "production", "JWT_SECRET": "s" * 40})
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        Settings.from_env({"ENVIRONMENT": "production", "MONGODB_URI": "mongodb://db:27017"})
+    settings = Settings.from_env({"ENVIRONMENT": "production", "MONGODB_URI_SSM_PARAMETER": "/ms/mongo",
+                                  "JWT_SECRET_SSM_PARAMETER": "/ms/jwt"})
+    assert settings.environment == "production"
+    assert Settings.from_env({}).s3_sse == "", "the bucket's default encryption applies unless asked otherwise"
