@@ -10,8 +10,15 @@ Prints, for one invocation and each store in --stores (S3 on a moto server, the 
 The bytes of each upload are 1 MiB slices of a shared random pool in an order drawn from the
 upload's own seed, so the client needs no memory per upload and no two uploads are alike.
 
+With --task-cpu 0.25 --task-memory 512MiB the gateway runs in its own cgroup with that CPU quota
+and memory limit, as Fargate runs a task (bench/task_limits.py; needs root; moto, MongoDB and the
+clients stay outside), and each store also prints the group's CPU seconds per GiB, throttled time,
+peak memory (page cache included), peak anonymous memory (sampled) and OOM kills. With --s3-tls
+moto is served over HTTPS with a CA made at run time (the gateway trusts it through AWS_CA_BUNDLE).
+
 Usage: python bench/many_uploads.py [--uploads 32] [--size 128MiB] [--stores s3,local]
                                   [--part-size 8MiB] [--memory-budget 192MiB]
+                                  [--task-cpu 0.25 --task-memory 512MiB] [--s3-tls]
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
+from bench.task_limits import TaskGroup, gateway_python, start_moto_tls, task_columns, task_limits_from_args  # noqa: E402
 from bench.upload import memory_mib, peak_rss_mib, start_moto, start_mongo, use_shipped_gateway  # noqa: E402
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port  # noqa: E402
@@ -127,9 +135,11 @@ def downloaded_sha256(gateway_url: str, result: Result) -> str:
         conn.close()
 
 
-def run_store(label: str, gateway: GatewayProcess, payloads: Payloads, uploads: int) -> bool:
+def run_store(label: str, gateway: GatewayProcess, payloads: Payloads, uploads: int,
+              group: TaskGroup | None = None) -> bool:
     """Run `uploads` concurrent uploads through `gateway`; print the figures; True when all are identical."""
     idle = memory_mib(gateway.process.pid, "VmRSS")
+    group_before = group.stats() if group else None
     results = [Result(seed=seed) for seed in range(uploads)]
     start = threading.Barrier(uploads + 1)
     threads = [threading.Thread(target=upload_one, args=(gateway.url, payloads, r, start), daemon=True)
@@ -144,10 +154,17 @@ def run_store(label: str, gateway: GatewayProcess, payloads: Payloads, uploads: 
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
-    peak = peak_rss_mib(gateway.process.pid)
+    group_after = group.stats() if group else None
+    try:
+        peak = peak_rss_mib(gateway.process.pid)
+    except OSError:  # the gateway is gone (OOM-killed in its task group, say)
+        peak = float("nan")
     for result in results:
         if result.status == 204:
-            result.identical = downloaded_sha256(gateway.url, result) == payloads.sha256(result.seed)
+            try:
+                result.identical = downloaded_sha256(gateway.url, result) == payloads.sha256(result.seed)
+            except (OSError, http.client.HTTPException) as exc:  # the gateway is gone
+                result.error = f"download: {type(exc).__name__}: {exc}"
     ok = sum(r.status == 204 for r in results)
     identical = sum(r.identical for r in results)
     total_mb = uploads * payloads.size / 1e6
@@ -157,6 +174,12 @@ def run_store(label: str, gateway: GatewayProcess, payloads: Payloads, uploads: 
     print(f"  aggregate throughput: {total_mb / seconds:8.1f} MB/s ({seconds:.1f} s for {total_mb:.0f} MB)")
     print(f"  gateway RSS idle    : {idle:.0f} MiB")
     print(f"  gateway peak RSS    : {peak:.0f} MiB")
+    if group is not None:
+        task = task_columns(group_before, group_after, uploads * payloads.size, group)
+        print(f"  task group CPU      : {task['cpu_s_per_gib']:.2f} CPU s/GiB, throttled {task['throttled_s']:.1f} s")
+        print(f"  task group memory   : peak {task['peak_mib']:.0f} MiB (page cache included), "
+              f"anonymous peak {task['anon_peak_mib']:.0f} MiB (sampled), OOM kills {task['oom_kills']}")
+        print(f"                        {task['at_peak']}")
     for result in results:
         if result.status != 204 or not result.identical:
             print(f"  upload {result.seed}: status {result.status} {result.error}")
@@ -170,6 +193,10 @@ def main() -> int:
     parser.add_argument("--stores", default="s3,local")
     parser.add_argument("--part-size", default="8MiB")
     parser.add_argument("--memory-budget", default="192MiB", help="the gateway's UPLOAD_MEMORY_BUDGET")
+    parser.add_argument("--task-cpu", help="run the gateway in its own cgroup with this many vCPU (e.g. 0.25), "
+                                           "as Fargate limits a task; needs root and --task-memory")
+    parser.add_argument("--task-memory", help="the cgroup's memory limit (e.g. 512MiB), with --task-cpu")
+    parser.add_argument("--s3-tls", action="store_true", help="serve moto over HTTPS (self-signed CA made now)")
     args = parser.parse_args()
     payloads = Payloads(_size(args.size))
     print(use_shipped_gateway())
@@ -177,7 +204,12 @@ def main() -> int:
     all_identical = True
     with tempfile.TemporaryDirectory(prefix="bench-concurrent-") as tmp:
         folder = Path(tmp)
-        moto, endpoint = start_moto()
+        limits = task_limits_from_args(args.task_cpu, args.task_memory, folder)
+        if limits:
+            print(limits.describe() + " (moto, MongoDB and the clients outside)")
+        moto, endpoint = start_moto_tls(folder) if args.s3_tls else start_moto()
+        if args.s3_tls:
+            print(f"moto over TLS at {endpoint}")
         mongo, mongo_uri = start_mongo(folder)
         try:
             for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
@@ -189,13 +221,19 @@ def main() -> int:
                        "STORAGE_BACKEND": store, "S3_BUCKET": "concurrent", "S3_ENDPOINT_URL": endpoint,
                        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "eu-west-2"}
                 gateway = GatewayProcess(env, data_dir)
-                gateway.start()
+                group = limits.group(f"gateway-{store}") if limits else None
                 try:
-                    label = "S3 (moto)" if store == "s3" else "local store"
-                    all_identical &= run_store(label, gateway, payloads, args.uploads)
+                    with gateway_python(group):
+                        gateway.start()
+                    label = ("S3 (moto over TLS)" if args.s3_tls else "S3 (moto)") if store == "s3" else "local store"
+                    all_identical &= run_store(label, gateway, payloads, args.uploads, group)
                 finally:
                     gateway.stop()
+                    if group is not None:
+                        group.remove()
         finally:
+            if limits is not None:
+                limits.close()
             for process in (moto, mongo):
                 process.terminate()
                 process.wait()

@@ -31,8 +31,17 @@ unless GATEWAY_PYTHON names another Python (`current`: this one).
 The node servers are installed on first use (npm ci in bench/peers) and run as plain `node`
 processes, so the RSS measured is the server's own.
 
+With --task-cpu 0.25 --task-memory 512MiB each server runs in its own cgroup with that CPU quota
+and memory limit, as Fargate runs a task (bench/task_limits.py; needs root; moto, MongoDB and the
+client stay outside), and each round also prints per server: MB/s, CPU seconds per GiB uploaded,
+time held back by the quota, the group's peak memory (page cache included) and its peak anonymous
+memory (sampled), and OOM kills. With --s3-tls the S3 uploads are repeated against a second moto
+served over HTTPS with a CA made at run time (AWS_CA_BUNDLE, NODE_EXTRA_CA_CERTS), the path
+botocore takes against AWS (TLS, unsigned payload with a trailing checksum).
+
 Usage: python bench/peers.py [--size 1GiB] [--part-size 8MiB] [--chunk-size 0] [--client tus-js-client|tuspy]
-                             [--stores s3,local] [--rounds 3]
+                             [--stores s3,local] [--rounds 3] [--task-cpu 0.25 --task-memory 512MiB]
+                             [--s3-tls]
 """
 
 from __future__ import annotations
@@ -64,6 +73,9 @@ from bench.upload import (  # noqa: E402
     JWT_SECRET, direct_upload, make_file, peak_rss_mib, s3_client, start_mongo, start_moto, token,
     use_shipped_gateway, warm_up_moto,
 )
+from bench.task_limits import (  # noqa: E402
+    TaskGroup, TaskLimits, gateway_python, start_moto_tls, task_columns, task_limits_from_args,
+)
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
 
@@ -89,6 +101,7 @@ class Result:
     cpu_seconds: float | None = None  # the server process's CPU time (user + system) during the upload
     waited_seconds: float | None = None  # time its threads were ready to run but had no CPU, during the upload
     host_busy: float | None = None  # share of all the machine's CPU time that was busy during the upload
+    task: dict | None = None  # with --task-cpu/--task-memory: the server's cgroup figures (task_columns)
 
     @property
     def mbps(self) -> float:
@@ -123,6 +136,7 @@ class NodePeer:
         self.env = dict(os.environ, **env, HOST="127.0.0.1", PORT=str(self.port))
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self.prefix: list[str] = []  # a cgroup wrapper that execs node, with --task-cpu/--task-memory
 
     @property
     def files_url(self) -> str:
@@ -131,7 +145,7 @@ class NodePeer:
     def start(self, timeout: float = 30) -> None:
         with open(self.log_path, "ab") as log:
             logged_before = log.tell()  # the log is appended to by every round: read only this run's lines
-            self.process = subprocess.Popen([self.node, str(PEERS / "server.mjs"), self.store],
+            self.process = subprocess.Popen([*self.prefix, self.node, str(PEERS / "server.mjs"), self.store],
                                             cwd=PEERS, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -197,6 +211,7 @@ def reset_peak_rss(pid: int) -> bool:
 
 
 CLIENT = "tus-js-client"  # set by main(): the tus client every server is measured with
+LIMITS: TaskLimits | None = None  # set by main() with --task-cpu/--task-memory: one cgroup per server run
 
 
 def measured_upload(pid: int, files_url: str, source: Path,
@@ -326,23 +341,40 @@ def run_gateway(label: str, env: dict[str, str], source: Path, chunk_size: int,
 
 def run_peer(label: str, peer: "NodePeer | GatewayProcess", source: Path, chunk_size: int,
              verify: Check) -> Result:
-    """Start `peer`, upload `source` through it, check what was stored, stop it."""
+    """Start `peer` (in its own limited cgroup with --task-cpu/--task-memory), upload `source`
+    through it, check what was stored, stop it."""
+    group: TaskGroup | None = LIMITS.group("ours" if isinstance(peer, GatewayProcess) else "tus") if LIMITS else None
+    task = None
     try:
-        peer.start()
-        seconds, url, rss, cpu = measured_upload(peer.process.pid, peer.files_url, source, chunk_size)
+        if group is not None and isinstance(peer, NodePeer):
+            peer.prefix = [group.wrapper()]
+        with gateway_python(group if isinstance(peer, GatewayProcess) else None):
+            peer.start()
+        before = group.stats() if group else None
+        try:
+            seconds, url, rss, cpu = measured_upload(peer.process.pid, peer.files_url, source, chunk_size)
+        except Exception as exc:
+            if group is not None and group.stats().oom_kills:
+                raise RuntimeError(f"{label} was OOM-killed in its task group "
+                                   f"({group.stats().oom_kills} kills, memory {LIMITS.memory / MiB:.0f} MiB)") from exc
+            raise
+        if group is not None:
+            task = task_columns(before, group.stats(), source.stat().st_size, group)
         identical, checked = verify(url)
     finally:
         peer.stop()
-    return Result(label, source.stat().st_size, seconds, *rss, identical, checked, *cpu)
+        if group is not None:
+            group.remove()
+    return Result(label, source.stat().st_size, seconds, *rss, identical, checked, *cpu, task=task)
 
 
 def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path, expected: str,
-           part_size: int, chunk_size: int) -> tuple[Result, Result, Result]:
+           part_size: int, chunk_size: int, tag: str = "s3") -> tuple[Result, Result, Result]:
     s3 = s3_client(endpoint)
     create_buckets(s3, BUCKETS.values())
     size = source.stat().st_size
 
-    ours = run_gateway("gateway (ours)", gateway_env(folder / "gw-s3", mongo_uri, endpoint, part_size),
+    ours = run_gateway("gateway (ours)", gateway_env(folder / f"gw-{tag}", mongo_uri, endpoint, part_size),
                        source, chunk_size,
                        lambda url: check_objects(s3, BUCKETS["ours"], keys_of_size(s3, BUCKETS["ours"], size),
                                                  expected))
@@ -352,7 +384,7 @@ def run_s3(node: str, folder: Path, endpoint: str, mongo_uri: str, source: Path,
     peer = NodePeer(node, "s3", {"S3_ENDPOINT": endpoint, "S3_BUCKET": BUCKETS["tus"], "AWS_REGION": REGION,
                                  "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                                  "PART_SIZE": str(part_size), "TMPDIR": str(folder / "node-tmp")},
-                    folder / "tus-s3.log")
+                    folder / f"tus-{tag}.log")
     theirs = run_peer("@tus/server + @tus/s3-store", peer, source, chunk_size,
                       lambda url: check_objects(s3, BUCKETS["tus"], [upload_id(url)], expected))
     empty_bucket(s3, BUCKETS["tus"])
@@ -404,6 +436,33 @@ def print_rows(results: Iterable[Result], baseline: Result | None) -> None:
               f" {cpu:>6} {waited:>8} {busy:>9}  {'yes' if result.identical else 'NO'}")
 
 
+def print_task_rows(results: Iterable[Result]) -> None:
+    """The servers' cgroup figures for one round (with --task-cpu/--task-memory)."""
+    results = [result for result in results if result.task]
+    if not results or LIMITS is None:
+        return
+    print(f"  in a task of {LIMITS.cpu:g} vCPU, {LIMITS.memory / MiB:.0f} MiB (own cgroup per server):")
+    print(f"  {'':30} {'MB/s':>8} {'CPU s/GiB':>9} {'throttled s':>11} {'group peak':>10} {'anon peak':>9} {'OOM kills':>9}")
+    for result in results:
+        task = result.task
+        print(f"  {result.label:30} {result.mbps:8.1f} {task['cpu_s_per_gib']:9.2f} {task['throttled_s']:11.2f}"
+              f" {task['peak_mib']:6.0f} MiB {task['anon_peak_mib']:5.0f} MiB {task['oom_kills']:9d}  {task['at_peak']}")
+
+
+def task_summary(store: str, ours: list[Result], theirs: list[Result]) -> list[str]:
+    if LIMITS is None:
+        return []
+    def line(name: str, results: list[Result]) -> str:
+        return (f"{name} {statistics.median(r.mbps for r in results):.1f} MB/s, "
+                f"{statistics.median(r.task['cpu_s_per_gib'] for r in results):.2f} CPU s/GiB, "
+                f"throttled {statistics.median(r.task['throttled_s'] for r in results):.1f} s, "
+                f"group peak {max(r.task['peak_mib'] for r in results):.0f} MiB "
+                f"(anon {max(r.task['anon_peak_mib'] for r in results):.0f} MiB), "
+                f"OOM kills {sum(r.task['oom_kills'] for r in results)}")
+    return [f"{' ' * len(store)}  in {LIMITS.cpu:g} vCPU/{LIMITS.memory / MiB:.0f} MiB: {line('ours', ours)}",
+            f"{' ' * len(store)}  {' ' * len(f'in {LIMITS.cpu:g} vCPU/{LIMITS.memory / MiB:.0f} MiB:')} {line('@tus', theirs)}"]
+
+
 def print_checks(results: Iterable[Result]) -> None:
     for result in results:
         print(f"    sha256 {'matches' if result.identical else 'DIFFERS'}: {result.label}: {result.checked}")
@@ -422,7 +481,7 @@ def summary(store: str, ours: list[Result], theirs: list[Result], direct: list[R
     if direct:
         lines.append(f"{' ' * len(store)}  direct boto3 {median_mbps(direct):.1f} MB/s: ours {median_mbps(ours) / median_mbps(direct):.2f}x, "
                      f"@tus/server {median_mbps(theirs) / median_mbps(direct):.2f}x of direct (ratios of medians)")
-    return lines
+    return lines + task_summary(store, ours, theirs)
 
 
 def main() -> None:
@@ -436,9 +495,15 @@ def main() -> None:
     parser.add_argument("--stores", default="s3,local", help="which of s3,local to compare")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of every upload; the summary gives medians (single runs vary by about 20%%)")
+    parser.add_argument("--task-cpu", help="run each server in its own cgroup with this many vCPU (e.g. 0.25), "
+                                           "as Fargate limits a task; needs root and --task-memory")
+    parser.add_argument("--task-memory", help="the cgroup's memory limit (e.g. 512MiB), with --task-cpu")
+    parser.add_argument("--s3-tls", action="store_true",
+                        help="also upload to a second moto served over HTTPS (self-signed CA made now), "
+                             "as botocore and @tus/s3-store talk to AWS; prints plain-HTTP and TLS figures")
     args = parser.parse_args()
     stores = {name.strip() for name in args.stores.split(",")}
-    global CLIENT
+    global CLIENT, LIMITS
     CLIENT = args.client
     size, part_size, chunk_size = _size(args.size), _size(args.part_size), _size(args.chunk_size)
     node = ensure_node_modules()
@@ -446,9 +511,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         folder = Path(tmp)
-        moto = mongo = None
+        LIMITS = task_limits_from_args(args.task_cpu, args.task_memory, folder)
+        if LIMITS:
+            print(LIMITS.describe() + " (moto, MongoDB and the client outside)")
+        moto = mongo = moto_tls = None
         try:
             moto, endpoint = start_moto()
+            width = 6 if args.s3_tls else 5
+            s3_runs = [("s3", "S3 store (moto)", "S3".ljust(width), endpoint)] if "s3" in stores else []
+            if "s3" in stores and args.s3_tls:
+                moto_tls, tls_endpoint = start_moto_tls(folder)
+                s3_runs.append(("s3-tls", "S3 store (moto over TLS)", "S3 TLS", tls_endpoint))
             mongo, mongo_uri = start_mongo(folder)
             source = folder / "source.bin"
             make_file(source, size)
@@ -456,45 +529,50 @@ def main() -> None:
             print(f"{args.size} random file, client {args.client}, "
                   f"{'one PATCH' if not chunk_size else 'chunk size ' + args.chunk_size}, part size {args.part_size}")
 
-            if "s3" in stores:
-                print(f"warm-up: one unmeasured direct upload into moto ({warm_up_moto(endpoint, source, part_size):.1f} MB/s)")
+            for tag, title, _, url in s3_runs:
+                print(f"warm-up: one unmeasured direct upload into moto{' over TLS' if tag == 's3-tls' else ''} "
+                      f"({warm_up_moto(url, source, part_size):.1f} MB/s)")
             results: list[Result] = []
-            rounds: dict[str, list[tuple[Result, ...]]] = {"s3": [], "local": []}
+            rounds: dict[str, list[tuple[Result, ...]]] = {"s3": [], "s3-tls": [], "local": []}
             for number in range(1, args.rounds + 1):
-                if "s3" in stores:
-                    s3_ours, s3_theirs, direct = run_s3(node, folder, endpoint, mongo_uri, source, expected,
-                                                        part_size, chunk_size)
-                    print(f"S3 store (moto), round {number}/{args.rounds}")
+                for tag, title, _, url in s3_runs:
+                    s3_ours, s3_theirs, direct = run_s3(node, folder, url, mongo_uri, source, expected,
+                                                        part_size, chunk_size, tag)
+                    print(f"{title}, round {number}/{args.rounds}")
                     print_rows((s3_ours, s3_theirs, direct), direct)
+                    print_task_rows((s3_ours, s3_theirs))
                     print_checks((s3_ours, s3_theirs, direct))
                     results += [s3_ours, s3_theirs, direct]
-                    rounds["s3"].append((s3_ours, s3_theirs, direct))
+                    rounds[tag].append((s3_ours, s3_theirs, direct))
                 if "local" in stores:
                     local_ours, local_theirs = run_local(node, folder, endpoint, mongo_uri, source, expected,
                                                          part_size, chunk_size)
                     print(f"local disk store, round {number}/{args.rounds}")
                     print_rows((local_ours, local_theirs), None)
+                    print_task_rows((local_ours, local_theirs))
                     print_checks((local_ours, local_theirs))
                     print(f"  ratio ours/@tus: {local_ours.mbps / local_theirs.mbps:.2f}")
                     results += [local_ours, local_theirs]
                     rounds["local"].append((local_ours, local_theirs))
             lines = []
-            if rounds["s3"]:
-                ours_s3, theirs_s3, direct_s3 = (list(column) for column in zip(*rounds["s3"]))
-                lines += summary("S3   ", ours_s3, theirs_s3, direct_s3)
+            for tag, _, name, _ in s3_runs:
+                ours_s3, theirs_s3, direct_s3 = (list(column) for column in zip(*rounds[tag]))
+                lines += summary(name, ours_s3, theirs_s3, direct_s3)
             if rounds["local"]:
                 ours_local, theirs_local = (list(column) for column in zip(*rounds["local"]))
-                lines += summary("local", ours_local, theirs_local)
+                lines += summary("local".ljust(width), ours_local, theirs_local)
             print("summary")
             for line in lines:
                 print("  " + line)
             if not all(result.identical for result in results):
                 raise SystemExit("some uploads were not byte-identical (see the table)")
         finally:
-            for process in (moto, mongo):
+            if LIMITS is not None:
+                LIMITS.close()
+            for process in (moto, moto_tls, mongo):
                 if process is not None:
                     process.terminate()
-            for process in (moto, mongo):
+            for process in (moto, moto_tls, mongo):
                 if process is not None:
                     try:
                         process.wait(15)
