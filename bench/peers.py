@@ -70,7 +70,7 @@ if str(ROOT) not in sys.path:
 from tusclient import client as tus_client  # noqa: E402
 
 from bench.upload import (  # noqa: E402
-    JWT_SECRET, direct_upload, make_file, peak_rss_mib, s3_client, start_mongo, start_moto, token,
+    JWT_SECRET, direct_upload, make_file, peak_rss_mib, reset_peak_rss, s3_client, start_mongo, start_moto, token,
     use_shipped_gateway, warm_up_moto,
 )
 from bench.task_limits import (  # noqa: E402
@@ -198,16 +198,6 @@ def keys_of_size(s3, bucket: str, size: int) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         keys += [item["Key"] for item in page.get("Contents", []) if item["Size"] == size]
     return keys
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Set VmHWM back to the current RSS (Linux clear_refs 5); False where not allowed."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 CLIENT = "tus-js-client"  # set by main(): the tus client every server is measured with

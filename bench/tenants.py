@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.upload import memory_mib, start_moto, start_mongo, use_shipped_gateway  # noqa: E402
+from bench.upload import memory_mib, reset_peak_rss, start_moto, start_mongo, use_shipped_gateway  # noqa: E402
 from gateway.config import Settings, _size  # noqa: E402
 from tests.support import GatewayProcess, free_port, raw_patch  # noqa: E402
 
@@ -81,16 +81,6 @@ POOL = memoryview(os.urandom(64 * MiB))  # upload bodies are slices of this pool
 
 
 # -- the gateway and its memory ---------------------------------------------------------------
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux >= 4.0); False when refused."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
 
 def alive(gateway: GatewayProcess) -> bool:
     """The gateway process runs and answers /health with 200."""

@@ -258,10 +258,8 @@ class UploadEngine:
     async def abort(self, session: UploadSession) -> None:
         """End `session` committing nothing more (parts it committed eagerly stay)."""
         session.fail(UploadError("aborted"))
-        try:
+        with contextlib.suppress(Exception):  # the abort itself is the outcome
             await self.finish(session)
-        except BaseException:  # noqa: BLE001 - the abort itself is the outcome
-            pass
 
     async def concatenate(
         self, owner: str | None, partial_ids: Sequence[str], metadata: dict[str, str | None], is_admin: bool = False

@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from tests.conftest import JWT_SECRET, make_token
+from tests.raw_http import Answer as RawAnswer
 from tests.support import TUS, auth, create_upload, download, head, patch, random_bytes, wait_for_offset
 
 MiB = 1024 * 1024
@@ -37,16 +38,6 @@ MAX_JSON_BODY = 64 * 1024  # the gateway's default MAX_JSON_BODY
 
 def b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
-
-
-@dataclass
-class RawAnswer:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def json(self) -> dict:
-        return json.loads(self.body)
 
 
 def raw_request(gateway, data: bytes, *, timeout: float = 15, head_only: bool = False) -> RawAnswer | None:
