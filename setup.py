@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 # Optional parts; the runtime install (and the Docker image, from requirements.lock) has neither.
 # embedded: the MongoDB wire server started when MONGODB_URI is empty (scripts/run.sh installs it)
@@ -11,21 +11,28 @@ setup(
     version="0.1.0",
     description="Resumable media upload gateway: tus 1.0 into S3 multipart uploads, state in MongoDB",
     python_requires=">=3.11",
-    packages=find_packages(include=["gateway*", "streaming*", "auth*", "metadata*", "processing*"]),
+    # namespace discovery also finds the page's data-only folders, gateway/static and
+    # gateway/static/vendor (the Uppy bundle scripts/build_web.sh makes), and declares them as the
+    # packages Python sees them as (find_packages left them out, with ~45 lines of warnings)
+    packages=find_namespace_packages(include=[name + suffix for name in ("gateway", "streaming", "auth", "metadata", "processing")
+                                              for suffix in ("", ".*")], exclude=["*.__pycache__"]),
     include_package_data=True,
-    package_data={"gateway": ["static/*", "static/**/*", "*.json"]},
+    package_data={"gateway": ["*.json"], "gateway.static": ["*"], "gateway.static.vendor": ["*"], "auth": ["*.txt.gz"]},
     install_requires=[
         # <7: gateway/in_place_body.py wraps Tornado's private HTTP1Connection._read_fixed_body
         # (tests/test_packaging.py fails loudly when it is gone)
         "tornado>=6.5.8,<7",
         "boto3>=1.35",
         "pymongo>=4.13",
-        "pyjwt>=2.15.1",
+        # crypto: RS256/ES256 tokens of an identity provider (JWT_JWKS_URL)
+        "pyjwt[crypto]>=2.15.1",
         "pwdlib[argon2]>=0.2",
         "prometheus-client>=0.21",
         "Pillow>=11",
         "python-multipart>=0.0.20",
         "pillow-heif>=0.18",
+        # CRC32 of every part sent to S3 (ISA-L: the same values as zlib's, ~15x less CPU)
+        "isal>=1.7",
     ],
     extras_require={
         "embedded": EMBEDDED,
@@ -42,8 +49,10 @@ setup(
             "import-linter>=2.1",
             "hypothesis>=6.100",
         ],
-        "bench": EMBEDDED + CLI + ["pyvips>=2.2", "pyvips-binary>=8.16", "psutil>=6", "requests>=2.32", "moto[server]>=5.1"],
+        "bench": EMBEDDED + CLI + ["pyvips>=2.2", "pyvips-binary>=8.16", "psutil>=6", "requests>=2.32", "moto[server]>=5.1",
+                                   "gunicorn>=23"],
     },
-    # bench: pyvips is the thumbnail baseline of bench/thumbnails.py
+    # bench: pyvips is the thumbnail baseline of bench/thumbnails.py; gunicorn serves moto with
+    # kept-alive connections, as S3 does (bench/moto_app.py)
     entry_points={"console_scripts": ["mediaserver=gateway.cli:main"]},
 )

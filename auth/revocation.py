@@ -7,7 +7,8 @@ A token is accepted only while
   or "sign out everywhere" raises the version, which revokes every older token at once),
 - its account was not deleted here (a deleted account is listed like a revoked token).
 
-The role is the account's current one, never the token's. A token without a version claim
+The role is the account's current one, never the token's (except for an identity provider's
+token, whose role claim is the provider's word: auth.oidc). A token without a version claim
 whose user has no account here (minted by another service with the shared secret, or issued
 before token versions existed) is accepted as it is when `accountless_tokens` is on.
 
@@ -25,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from auth.tokens import InvalidToken, Principal, Token
+from auth.tokens import InvalidToken, Principal, Token, TokenExpired
 
 
 class TokenRevoked(InvalidToken):
@@ -101,7 +102,7 @@ class TokenChecker:
         raises TokenRevoked (or InvalidToken for an expired token). Errors of the stores
         propagate (the caller answers 503: a token that cannot be checked is not accepted)."""
         if token.expires_at <= self._wall_clock():
-            raise InvalidToken("the token has expired")
+            raise TokenExpired("the token has expired")
         key = (token.principal.user_id, token.token_id)
         entry = self._cache.get(key)
         if entry is not None and entry.fresh_until > self._clock():
@@ -139,8 +140,9 @@ class TokenChecker:
             entry.reason = "the token was revoked (password changed or signed out everywhere)"
         elif account.role not in ("user", "admin"):
             entry.reason = "the token's user has no valid role"
-        else:
-            entry.principal = Principal(user_id, account.name or token.principal.username, account.role)
+        else:  # an identity provider's token carries its role; the gateway's own tokens take the account's
+            role = token.principal.role if token.external else account.role
+            entry.principal = Principal(user_id, account.name or token.principal.username, role)
         if self.cache_seconds > 0 and self._generation == generation:
             self._remember((user_id, token.token_id), entry)
         return entry

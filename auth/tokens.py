@@ -17,6 +17,10 @@ class InvalidToken(Exception):
     """The token is missing, malformed, expired, tampered with or of another algorithm."""
 
 
+class TokenExpired(InvalidToken):
+    """The token was valid but its time is over (`exp` has passed): sign in again."""
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who a valid token speaks for."""
@@ -44,6 +48,8 @@ class Token:
     expires_at: int
     issued_at: int
     version: int | None = None
+    #: an identity provider's token (auth.oidc): its role is its own claim's, not the account's
+    external: bool = False
 
 
 class TokenIssuer:
@@ -95,19 +101,21 @@ class TokenIssuer:
                 options={"require": ["exp", "iat", "sub", "iss"]},
                 leeway=5,
             )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("the token has expired") from None
         except jwt.PyJWTError as exc:
-            raise InvalidToken(str(exc)) from None
+            raise InvalidToken(f"the token is not valid ({exc})") from None
         sub, name, role = claims.get("sub"), claims.get("name", ""), claims.get("role", "user")
         if not isinstance(sub, str) or not isinstance(name, str) or role not in ("user", "admin"):
-            raise InvalidToken("malformed claims")
+            raise InvalidToken("the token is not valid (malformed claims)")
         jti, version = claims.get("jti"), claims.get("ver")
         if jti is not None and not isinstance(jti, str):
-            raise InvalidToken("malformed claims")
+            raise InvalidToken("the token is not valid (malformed claims)")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
-            raise InvalidToken("malformed claims")
+            raise InvalidToken("the token is not valid (malformed claims)")
         exp, iat = claims["exp"], claims["iat"]
         if not isinstance(exp, (int, float)) or not isinstance(iat, (int, float)):
-            raise InvalidToken("malformed claims")
+            raise InvalidToken("the token is not valid (malformed claims)")
         if jti is None:  # a token minted without one is still named, by its digest
             jti = "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
         return Token(Principal(sub, name, role), jti, int(exp), int(iat), version)

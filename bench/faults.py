@@ -17,8 +17,17 @@
                a JSON error (the streaming PATCH may also get a JSON 409/423, which tus
                clients retry), the offset must never count a byte that was not sent, and
                the upload must complete byte-identical afterwards. Prints what the client saw.
+  d. hooks     SIGKILL of a gateway with webhooks (HOOK_URL) between the commits of an upload
+               and the delivery of their events, in three ways taken in turn: the receiver is
+               down when the upload finishes (the events wait in the outbox); the receiver is
+               slow and the kill comes while it is being sent events; the kill comes at a
+               random point of the last PATCH (before, during or after the commit; the upload
+               is resumed after the restart). The receiver is (back) up, the gateway restarts
+               on the same data; a trial passes when post-create and post-finish of the upload
+               arrive, correctly signed. Prints N/N delivered, the repeated deliveries (allowed:
+               at least once) and the seconds from restart to delivery.
 
-Usage: python bench/faults.py [--trials 20] [--scenarios kill,s3,mongo] [--size 40MiB]
+Usage: python bench/faults.py [--trials 20] [--scenarios kill,s3,mongo,hooks] [--size 40MiB]
                               [--part-size 5MiB] [--fault-rate 0.1] [--seed 1] [-v]
 """
 
@@ -53,6 +62,7 @@ if str(ROOT) not in sys.path:
 
 from bench.fault_proxy import FAULTS, FaultProxy, RandomFaults, no_faults  # noqa: E402
 from gateway.config import _size  # noqa: E402
+from tests.hook_receiver import WebhookReceiver, signature_valid  # noqa: E402
 from tests.support import GatewayProcess, free_port, stop_process, wait_for_port  # noqa: E402
 
 MiB = 1024 * 1024
@@ -648,6 +658,97 @@ def scenario_mongo(stack: Stack, trials: int, size: int, part_size: int, outage:
     return passed == trials
 
 
+# -- scenario d: SIGKILL between a commit and the delivery of its webhook events ------------------
+
+
+HOOK_MODES = ("receiver-down", "mid-delivery", "mid-commit")
+
+
+def scenario_hooks(stack: Stack, trials: int, part_size: int, rng: random.Random, verbose: bool) -> bool:
+    print(f"d. SIGKILL between commit and webhook delivery, restart: {trials} trials "
+          f"({', '.join(HOOK_MODES)} in turn), uploads up to 12 MiB, S3 (moto)")
+    secret = secrets.token_hex(24)
+    receiver = WebhookReceiver()
+    gateway = stack.gateway(PART_SIZE=str(part_size), LEASE_TTL="3", LEASE_WAIT="8", HOOK_URL=receiver.url,
+                            HOOK_SECRET=secret, HOOK_EVENTS="post-create,post-finish", HOOK_TIMEOUT="2",
+                            HOOK_RETRY_BASE="0.5", HOOK_RETRY_MAX="2", HOOK_POLL_INTERVAL="0.5",
+                            HOOK_CONFIRM_GRACE="2", HOOK_MAX_ATTEMPTS="1000")
+    token = stack.token("hooks")
+    passed = 0
+    delays: list[float] = []
+    problems: list[str] = []
+    uploads: list[tuple[str, str]] = []  # (upload, mode)
+    complete_before_kill = 0
+    for trial in range(trials):
+        mode = HOOK_MODES[trial % len(HOOK_MODES)]
+        size = rng.randrange(1, 12 * MiB)
+        data = payload(size, seed=rng.randrange(1 << 30))
+        pause = rng.uniform(0.0, 1.0)
+        receiver.delay = 0.0
+        if mode == "receiver-down":
+            receiver.stop()
+        else:
+            receiver.start()
+            receiver.delay = rng.uniform(0.5, 1.5) if mode == "mid-delivery" else 0.0
+        url = create(gateway.url, token, size)
+        upload = url.rstrip("/").rsplit("/", 1)[-1]
+        uploads.append((upload, mode))
+        if mode == "mid-commit":
+            sock = raw_patch_socket(url, token, 0, size, memoryview(data))
+            time.sleep(pause * 0.3)
+            gateway.kill()
+            sock.close()
+        else:
+            answer = patch(url, token, 0, data)
+            if answer.status != 204:
+                problems.append(f"trial {trial} ({mode}): PATCH answered {answer.label}")
+            time.sleep(pause)
+            gateway.kill()
+        receiver.delay = 0.0
+        receiver.start()
+        restarted = time.monotonic()
+        gateway.start()
+        checks: list[str] = []
+        at_restart = wait_head(url, token)
+        if mode == "mid-commit":
+            complete_before_kill += at_restart == size
+            resumed = resume(url, token, data)
+            if resumed.status != 204:
+                checks.append(f"resume answered {resumed.label}")
+        try:
+            receiver.wait_for(lambda r: {e.event.get("type") for e in r.events(upload=upload)}
+                              >= {"post-create", "post-finish"}, timeout=60)
+            delays.append(time.monotonic() - restarted)
+        except TimeoutError:
+            checks.append("post-create and post-finish did not both arrive within 60 s of the restart")
+        if any(not signature_valid(secret, e.headers.get("Mediaserver-Signature", ""), e.body, tolerance=3600)
+               for e in receiver.events(upload=upload)):
+            checks.append("a delivery is not correctly signed")
+        if checks:
+            problems.append(f"trial {trial} ({mode}): " + "; ".join(checks))
+        else:
+            passed += 1
+        if verbose:
+            print(f"   trial {trial:2}: {mode:13} size {size:>9} pause {pause:.2f}s offset at restart {at_restart:>9} "
+                  f"deliveries {len(receiver.events(upload=upload))} {'ok' if not checks else checks}")
+    time.sleep(3)  # deliveries cut short by a kill are sent again once their lease runs out
+    deliveries = {mode: collections.Counter(e.event.get("id") for u, m in uploads if m == mode
+                                            for e in receiver.events(upload=u)) for mode in HOOK_MODES}
+    repeated = ", ".join(f"{mode} {sum(n - 1 for n in counts.values())}" for mode, counts in deliveries.items())
+    receiver.stop()
+    print(f"   delivered {passed}/{trials} (post-create and post-finish of every upload, signed)")
+    print(f"   mid-commit trials whose upload was complete at the restart (committed before the kill): "
+          f"{complete_before_kill}/{sum(1 for t in range(trials) if HOOK_MODES[t % len(HOOK_MODES)] == 'mid-commit')}")
+    print(f"   events {sum(len(c) for c in deliveries.values())}; repeated deliveries by mode: {repeated} "
+          f"(at least once: a kill during a delivery sends it again)")
+    if delays:
+        print(f"   seconds from restart to delivery: min {min(delays):.1f}, max {max(delays):.1f}, "
+              f"mean {sum(delays) / len(delays):.1f}")
+    for problem in problems:
+        print("   FAILED", problem)
+    return passed == trials
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
@@ -676,6 +777,8 @@ def main() -> int:
                 results[name] = scenario_s3(stack, args.trials, size, part_size, args.fault_rate, rng, args.verbose, kinds)
             elif name == "mongo":
                 results[name] = scenario_mongo(stack, args.trials, size, part_size, args.outage, rng, args.verbose)
+            elif name == "hooks":
+                results[name] = scenario_hooks(stack, args.trials, part_size, rng, args.verbose)
             else:
                 parser.error(f"unknown scenario {name!r}")
             print(f"   ({time.monotonic() - started:.0f} s)")

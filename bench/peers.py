@@ -36,8 +36,8 @@ and memory limit, as Fargate runs a task (bench/task_limits.py; needs root; moto
 client stay outside), and each round also prints per server: MB/s, CPU seconds per GiB uploaded,
 time held back by the quota, the group's peak memory (page cache included) and its peak anonymous
 memory (sampled), and OOM kills. With --s3-tls the S3 uploads are repeated against a second moto
-served over HTTPS with a CA made at run time (AWS_CA_BUNDLE, NODE_EXTRA_CA_CERTS), the path
-botocore takes against AWS (TLS, unsigned payload with a trailing checksum).
+served over HTTPS with a CA made at run time (AWS_CA_BUNDLE, NODE_EXTRA_CA_CERTS), as production
+talks to S3 (the gateway sends each part unsigned, its CRC32 in a signed header).
 
 Usage: python bench/peers.py [--size 1GiB] [--part-size 8MiB] [--chunk-size 0] [--client tus-js-client|tuspy]
                              [--stores s3,local] [--rounds 3] [--task-cpu 0.25 --task-memory 512MiB]

@@ -352,8 +352,9 @@ def start_moto_tls(folder: Path) -> tuple[subprocess.Popen, str]:
     os.environ["NODE_EXTRA_CA_CERTS"] = str(ca)
     port = free_port()
     env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port),
-                                "-c", str(cert), "-k", str(key)],
+    from bench.upload import moto_command
+
+    process = subprocess.Popen(moto_command(port, "-c", str(cert), "-k", str(key)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_for_port(port, 60)
     return process, f"https://127.0.0.1:{port}"

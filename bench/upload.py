@@ -89,10 +89,28 @@ def peak_rss_mib(pid: int) -> float:
     return memory_mib(pid, "VmHWM")
 
 
+def moto_command(port: int, *tls: str) -> list[str]:
+    """The command line of a moto server on 127.0.0.1:`port` (`tls`: "-c", cert, "-k", key).
+
+    With gunicorn installed (the bench extra) moto is served as S3 serves: HTTP/1.1 connections
+    kept alive (bench/moto_app.py says why that matters); otherwise by `python -m moto.server`.
+    """
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), *tls]
+    command = [sys.executable, "-m", "gunicorn", "--chdir", str(Path(__file__).resolve().parents[1]),
+               "-b", f"127.0.0.1:{port}", "-w", "1", "-k", "gthread", "--threads", "16",
+               "--keep-alive", "75", "--timeout", "600", "--log-level", "warning"]
+    if tls:
+        command += ["--certfile", tls[1], "--keyfile", tls[3]]
+    return command + ["bench.moto_app:app"]
+
+
 def start_moto() -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    process = subprocess.Popen(moto_command(port),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_for_port(port, 60)
     return process, f"http://127.0.0.1:{port}"

@@ -5,9 +5,12 @@
              container health check) name one container port;
   health     the Dockerfile's HEALTHCHECK, compose's healthcheck, the task definition's healthCheck
              and the ALB target group's health check use one path, and the gateway serves it;
-  env        every environment name the Dockerfile, compose's gateway and the task definition
-             (environment and secrets) set is a setting of gateway/config.py (`option("NAME"`),
-             except the few read by Python and boto3 themselves (LIBRARY_ENV);
+  env        every environment name the Dockerfile, compose's gateway and the task definitions
+             (environment, with the locals it reads, and secrets; the gateway's and the worker's) set is a setting of
+             gateway/config.py (`option("NAME"`), except the few read by Python and boto3
+             themselves (LIBRARY_ENV);
+  worker     a task definition with WORKER_PORT has its health check on that port, at a path
+             `mediaserver worker` serves (gateway/worker_cli.py);
   images     compose's images carry pinned tags (no `latest`, no bare major);
   jenkins    the Jenkinsfile runs in ci/agent.Dockerfile, which provides every tool it calls, and
              calls Ansible from the venv the agent installs it in;
@@ -143,6 +146,12 @@ def env_names_in_expression(texts: dict[str, str], expression: str, seen: set[st
     return names
 
 
+def environment_locals(texts: dict[str, str], definitions: str) -> set[str]:
+    """The names a container's `environment` takes from the locals it reads (local.hook_environment)."""
+    environment = re.search(r"\benvironment\s*=\s*", definitions)
+    return env_names_in_expression(texts, balanced(definitions, environment.end()), set()) if environment else set()
+
+
 # -- the checks ----------------------------------------------------------------------------
 
 def main(root: Path) -> int:
@@ -202,6 +211,7 @@ def main(root: Path) -> int:
             secret_names = env_names_in_expression(texts, balanced(definitions, secrets.end()), set())
             checks.expect(bool(secret_names), "infra/terraform/ecs.tf: cannot tell the names of the container's secrets")
             ecs_env |= secret_names
+        ecs_env |= environment_locals(texts, definitions)
         port_value = re.search(r'name\s*=\s*"PORT"\s*,\s*value\s*=\s*([^}]+?)\s*\}', definitions)
         ecs_port = resolve_number(texts, port_value.group(1)) if port_value else None
         checks.expect(ecs_port == docker_port, f"infra/terraform/ecs.tf: PORT {ecs_port} is not the Dockerfile's {docker_port}")
@@ -214,6 +224,32 @@ def main(root: Path) -> int:
         mappings = re.findall(r"containerPort\s*=\s*([\w.()]+)", definitions)
         checks.expect(docker_port in [resolve_number(texts, m) for m in mappings],
                       f"infra/terraform/ecs.tf: no portMapping for container port {docker_port}")
+    # the other task definitions (worker.tf): their environment names are settings too, and a container
+    # with WORKER_PORT has its health check on that port, at a path `mediaserver worker` serves (when
+    # gateway/worker_cli.py is among the files checked)
+    other_env: dict[str, set[str]] = {}
+    worker_routes = checks.text("gateway/worker_cli.py") if (root / "gateway/worker_cli.py").is_file() else ""
+    for file, text in texts.items():
+        for found in re.finditer(r"\bcontainer_definitions\s*=", text):
+            if file == "ecs.tf" and found.start() == start:
+                continue
+            definitions = balanced(text, text.index("(", found.start()))
+            names = other_env.setdefault(file, set())
+            names |= set(re.findall(r'\{\s*name\s*=\s*"([A-Z][A-Z0-9_]*)"', definitions))
+            secrets = re.search(r"\bsecrets\s*=\s*", definitions)
+            if secrets:
+                names |= env_names_in_expression(texts, balanced(definitions, secrets.end()), set())
+            names |= environment_locals(texts, definitions)
+            worker_port = re.search(r'name\s*=\s*"WORKER_PORT"\s*,\s*value\s*=\s*([^}]+?)\s*\}', definitions)
+            health = re.search(r"healthCheck\s*=\s*\{", definitions)
+            if worker_port and checks.expect(bool(health), f"infra/terraform/{file}: the worker container has no healthCheck"):
+                url = URL.search(balanced(definitions, health.end() - 1))
+                port = resolve_number(texts, worker_port.group(1))
+                health_port = resolve_number(texts, url.group(1)) if url and url.group(1) else None
+                checks.expect(port is not None and health_port == port,
+                              f"infra/terraform/{file}: the worker's healthCheck port {health_port} is not its WORKER_PORT {port}")
+                checks.expect(not worker_routes or url is not None and re.search(r'\(r?"\^?%s\$?"' % re.escape(url.group(2)), worker_routes) is not None,
+                              f"gateway/worker_cli.py: no route for the worker's health path {url and url.group(2)}")
     balancer = re.search(r"load_balancer\s*\{[^}]*container_port\s*=\s*([\w.]+)", ecs)
     lb_port = resolve_number(texts, balancer.group(1)) if balancer else None
     checks.expect(lb_port == docker_port, f"infra/terraform/ecs.tf: the load balancer targets port {lb_port}, not {docker_port}")
@@ -233,7 +269,8 @@ def main(root: Path) -> int:
 
     # environment names
     for where, names in (("Dockerfile", set(docker_env)), ("docker-compose.yml (gateway)", set(compose_env)),
-                         ("infra/terraform/ecs.tf", ecs_env)):
+                         ("infra/terraform/ecs.tf", ecs_env),
+                         *((f"infra/terraform/{file}", names) for file, names in sorted(other_env.items()))):
         unknown = sorted(names - settings - LIBRARY_ENV)
         checks.expect(not unknown, f"{where}: {', '.join(unknown)} not settings of gateway/config.py")
     checks.expect({"JWT_SECRET", "MONGODB_URI"} <= ecs_env,
@@ -288,7 +325,8 @@ def main(root: Path) -> int:
         print("DISAGREEMENTS:\n  " + "\n  ".join(checks.failures), file=sys.stderr)
         return 1
     print(f"port {docker_port}, health {docker_health}: Dockerfile, docker-compose.yml, ecs.tf and alb.tf agree")
-    print(f"{len(set(docker_env) | set(compose_env) | ecs_env)} environment names, all settings of gateway/config.py"
+    all_env = set(docker_env) | set(compose_env) | ecs_env | set().union(*other_env.values())
+    print(f"{len(all_env)} environment names, all settings of gateway/config.py"
           f" (or read by Python/boto3: {', '.join(sorted((set(docker_env) | set(compose_env)) & LIBRARY_ENV))})")
     print(f"Jenkinsfile runs in {agent_path.relative_to(root) if agent_text else '?'} with every tool it calls;"
           f" collections used = declared: {', '.join(sorted(declared))}")

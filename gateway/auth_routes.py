@@ -4,6 +4,10 @@
 Tokens are revocable (auth.revocation): signing out lists the token as revoked; a password
 change raises the account's token version and a deletion removes the account, which revokes
 every token issued before.
+
+Failed sign-ins (and wrong current passwords) are limited per client IP and per account
+(gateway.ratelimit.LoginGuard); successful ones are not counted. Registration has its own
+per-IP limit. New passwords follow the services' PasswordPolicy (NIST SP 800-63B).
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import logging
 import re
 from typing import Any
 
-from auth.passwords import MAX_LENGTH, hash_password, password_problems, verify_password
+from auth.passwords import MAX_LENGTH, hash_password, verify_password
 from auth.tokens import Principal
 from gateway.base import BaseHandler
-from gateway.errors import ApiError
+from gateway.errors import ApiError, bearer_challenge, credentials_invalid
 from metadata.users import User, UserChanged
 
 log = logging.getLogger("mediaserver.auth")
@@ -34,8 +38,35 @@ def _text(body: dict[str, Any], name: str) -> str | None:
     return value.strip()
 
 
+def _password_refused(handler: BaseHandler, password: str, username: str | None, email: str | None) -> None:
+    """ApiError 400 `weak_password` naming every rule `password` breaks (one sentence each)."""
+    problems = handler.services.password_policy.problems(password, username, email)
+    if problems:
+        raise ApiError(400, "weak_password", "; ".join(problems))
+
+
+async def _guard_refusal(handler: BaseHandler, account_id: str | None, address: bool = True) -> None:
+    """ApiError 429 (with Retry-After) while the caller's address (unless `address` is False), or
+    the account, has too many failed sign-ins in its window."""
+    refusal = await handler.services.login_guard.refusal(handler.client_ip() if address else None, account_id)
+    if refusal is not None:
+        handler.services.on_rate_limited("login")
+        raise ApiError(429, "too_many_requests", refusal.message, refusal.decision.headers())
+
+
 class RegisterHandler(BaseHandler):
-    rate_limit = "login"
+    """POST /api/auth/register, limited per client IP (REGISTER_RATE_LIMIT per RATE_LIMIT_WINDOW)."""
+
+    rate_limit = "register"
+
+    async def admit(self) -> None:
+        try:
+            await super().admit()
+        except ApiError as exc:
+            if exc.status_code != 429:
+                raise
+            raise ApiError(429, exc.code, "too many registrations from this address; retry in "
+                           f"{exc.headers.get('Retry-After', '1')} seconds", exc.headers) from None
 
     async def post(self) -> None:
         body = self.json_body()
@@ -49,9 +80,7 @@ class RegisterHandler(BaseHandler):
             raise ApiError(400, "validation_error", "email is not a valid address")
         if not isinstance(password, str):
             raise ApiError(400, "validation_error", "password is required")
-        problems = password_problems(password, username, email)
-        if problems:
-            raise ApiError(400, "weak_password", "password needs " + ", ".join(problems))
+        _password_refused(self, password, username, email)
         hashed = await asyncio.get_running_loop().run_in_executor(self.services.cpu_executor, hash_password, password)
         user = await self.services.users.create(username, email, hashed)  # UserExists: 409 (gateway.errors)
         token, expires = _issue(self, user)
@@ -61,7 +90,9 @@ class RegisterHandler(BaseHandler):
 
 
 class LoginHandler(BaseHandler):
-    rate_limit = "login"
+    """POST /api/auth/login. Only failures count against the sign-in limits: per client IP
+    (LOGIN_RATE_LIMIT) and per stored account (LOGIN_ACCOUNT_FAILURE_LIMIT); a success clears the
+    account's failures."""
 
     async def post(self) -> None:
         body = self.json_body()
@@ -69,14 +100,19 @@ class LoginHandler(BaseHandler):
         password = body.get("password")
         if login is None or not isinstance(password, str) or not password:
             raise ApiError(400, "validation_error", "username (or email) and password are required")
-        if len(password) > MAX_LENGTH or len(login) > 254:
-            raise ApiError(401, "invalid_credentials", "invalid credentials")
-        user = await self.services.users.find_by_login(login)
-        ok = await asyncio.get_running_loop().run_in_executor(
+        guard = self.services.login_guard
+        ip = self.client_ip()
+        await _guard_refusal(self, None)
+        user = await self.services.users.find_by_login(login) if len(login) <= 254 else None
+        account_id = user.id if user is not None else None  # unknown names count per address only
+        await _guard_refusal(self, account_id, address=False)
+        ok = len(password) <= MAX_LENGTH and await asyncio.get_running_loop().run_in_executor(
             self.services.cpu_executor, verify_password, password, user.password_hash if user else None)
         if not ok or user is None:
+            await guard.failed(ip, account_id)
             log.info("login failed")
-            raise ApiError(401, "invalid_credentials", "invalid credentials")
+            raise credentials_invalid()
+        await guard.succeeded(user.id)
         token, expires = _issue(self, user)
         self.on_principal(Principal(user.id, user.username or "", user.role))
         log.info("login succeeded")
@@ -90,7 +126,8 @@ class VerifyHandler(BaseHandler):
             raise self.unauthorized()
         user = await self.services.users.get(principal.user_id)
         if user is None:
-            raise ApiError(401, "unauthorized", "the token's user no longer exists")
+            raise ApiError(401, "token_revoked", "the token's user no longer exists; sign in again",
+                       bearer_challenge("invalid_token", "the token has been revoked"))
         self.write({"valid": True, "user": user.public()})
 
 
@@ -107,18 +144,21 @@ def _caller(handler: BaseHandler) -> Principal:
 
 
 async def _account_confirmed(handler: BaseHandler, password: Any) -> User:
-    """The caller's stored account, once `password` is shown to be its password (403 if not)."""
+    """The caller's stored account, once `password` is shown to be its password (403 if not;
+    wrong passwords count as failed sign-ins, per address and account)."""
     principal = _caller(handler)
     if not isinstance(password, str) or not password:
         raise ApiError(400, "validation_error", "the current password is required")
     user = await handler.services.users.get(principal.user_id)
     if user is None:
         raise ApiError(404, "user_not_found", "the token's user has no account here")
-    ok = await asyncio.get_running_loop().run_in_executor(
+    await _guard_refusal(handler, user.id)
+    ok = len(password) <= MAX_LENGTH and await asyncio.get_running_loop().run_in_executor(
         handler.services.cpu_executor, verify_password, password, user.password_hash)
     if not ok:
+        await handler.services.login_guard.failed(handler.client_ip(), user.id)
         log.info("account change refused: wrong password")
-        raise ApiError(403, "invalid_credentials", "the current password is wrong")
+        raise ApiError(403, "credentials_invalid", "the current password is wrong")
     return user
 
 
@@ -139,8 +179,6 @@ class PasswordHandler(BaseHandler):
     """POST /api/auth/password: change the password; every older token of the user is revoked
     and the answer carries a new token."""
 
-    rate_limit = "login"
-
     async def post(self) -> None:
         _caller(self)
         body = self.json_body()
@@ -148,9 +186,7 @@ class PasswordHandler(BaseHandler):
         if not isinstance(new_password, str):
             raise ApiError(400, "validation_error", "newPassword is required")
         user = await _account_confirmed(self, body.get("currentPassword"))
-        problems = password_problems(new_password, user.username, user.email)
-        if problems:
-            raise ApiError(400, "weak_password", "password needs " + ", ".join(problems))
+        _password_refused(self, new_password, user.username, user.email)
         if new_password == body.get("currentPassword"):
             raise ApiError(400, "weak_password", "the new password must differ from the current one")
         hashed = await asyncio.get_running_loop().run_in_executor(
@@ -169,8 +205,6 @@ class PasswordHandler(BaseHandler):
 class AccountHandler(BaseHandler):
     """DELETE /api/auth/me: delete the caller's account (confirmed with its password); every
     token of the user is revoked."""
-
-    rate_limit = "login"
 
     async def delete(self) -> None:
         _caller(self)

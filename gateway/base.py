@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 import tornado.web
 
 from auth.current_user import CurrentUserMixin
-from auth.revocation import TokenChecker, TokenRevoked
+from auth.oidc import ExternalTokenVerifier
+from auth.revocation import TokenChecker
 from auth.tokens import Principal, TokenIssuer
+from gateway.security_headers import security_headers
 from gateway.body_pace import BodyPace
-from gateway.errors import ApiError, answer_for
+from gateway.errors import ApiError, answer_for, token_missing
 from gateway.net import client_ip, client_protocol, decimal
 
 if TYPE_CHECKING:
@@ -50,24 +52,6 @@ CORS_EXPOSE_HEADERS = ", ".join(
 )
 CORS_METHODS = "GET, HEAD, POST, PATCH, DELETE, OPTIONS"
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';"
-        "frame-ancestors 'self';img-src 'self' data: blob:;media-src 'self' blob:;object-src 'none';"
-        "script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';connect-src 'self'"
-    ),
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-site",
-    "Origin-Agent-Cluster": "?1",
-    "Referrer-Policy": "no-referrer",
-    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
-    "X-Content-Type-Options": "nosniff",
-    "X-DNS-Prefetch-Control": "off",
-    "X-Download-Options": "noopen",
-    "X-Frame-Options": "SAMEORIGIN",
-    "X-Permitted-Cross-Domain-Policies": "none",
-    "X-XSS-Protection": "0",
-}
 
 
 def _phrase(status: int) -> str:
@@ -116,7 +100,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
             user_id_var.set("-")
         self.clear_header("Server")
         self.set_header("X-Request-Id", self.request_id)
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in self.services.security_headers.items():
             self.set_header(name, value)
         self._set_cors_headers()
 
@@ -153,7 +137,7 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
 
     # -- rate limits -----------------------------------------------------------------
 
-    #: which limiter guards the handler: "rest", "login", "tus" or None
+    #: which limiter guards the handler: "rest", "register", "tus" or None (failed sign-ins: LoginGuard)
     rate_limit: str | None = "rest"
 
     def client_ip(self) -> str:
@@ -337,6 +321,10 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
     def token_checker(self) -> TokenChecker:
         return self.services.token_checker
 
+    @property
+    def external_tokens(self) -> ExternalTokenVerifier | None:
+        return self.services.external_tokens
+
     def on_principal(self, principal: Principal) -> None:
         user_id_var.set(principal.user_id)
 
@@ -349,13 +337,12 @@ class BaseHandler(CurrentUserMixin, tornado.web.RequestHandler):
         return principal
 
     def unauthorized(self) -> ApiError:
-        """The 401 for a request without an accepted token."""
-        if isinstance(self.auth_failure, TokenRevoked):
-            return ApiError(401, "token_revoked", f"{self.auth_failure}; sign in again",
-                            {"WWW-Authenticate": 'Bearer realm="mediaserver", error="invalid_token", '
-                                                 'error_description="the token has been revoked"'})
-        return ApiError(401, "unauthorized", "a valid bearer token is required",
-                        {"WWW-Authenticate": 'Bearer realm="mediaserver"'})
+        """The 401 for a request without an accepted token, saying why in its code:
+        `token_missing`, `token_expired`, `token_revoked` or `token_invalid` (with the
+        RFC 6750 `WWW-Authenticate` challenge)."""
+        failure = self.auth_failure
+        answer = answer_for(failure) if failure is not None else None
+        return answer if answer is not None else token_missing()
 
     # -- errors ----------------------------------------------------------------------
 

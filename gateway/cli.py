@@ -1,4 +1,4 @@
-"""The `mediaserver` command: serve, config."""
+"""The `mediaserver` command: serve, worker, config, register, upload."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import sys
 
 from gateway import __version__
-from gateway.config import Settings, describe
+from gateway.config import Settings, describe, describe_json
 
 log = logging.getLogger("mediaserver")
 
@@ -82,28 +82,52 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="TCP port (PORT, default 3000)")
     run.add_argument("--data-dir", help="folder for local objects, the embedded MongoDB and secrets (DATA_DIR)")
 
-    commands.add_parser("config", help="print every setting with its default and help", description="Print every environment variable the gateway reads, its default and what it does.")
+    config = commands.add_parser("config", help="print every setting with its default and help",
+                                 description="Print every environment variable the gateway reads as NAME=value "
+                                             "(its default, as you would write it in the environment) and what it does.")
+    config.add_argument("--json", action="store_true", help="one JSON object: {NAME: {default, help}}")
 
-    from gateway.upload_cli import add_arguments
+    from gateway.upload_cli import add_arguments, add_register_arguments
+
+    account = commands.add_parser("register", help="create an account on a gateway and keep its token",
+                                  description="Create an account (POST /api/auth/register) and keep its token for "
+                                              "`mediaserver upload` in the user's config folder.")
+    add_register_arguments(account)
 
     upload = commands.add_parser("upload", help="upload files with tus, resuming interrupted uploads",
                                  description="Upload files to a gateway with the tus protocol. An interrupted upload resumes when the same command runs again. Prints each file's media URL.")
     add_arguments(upload)
+
+    worker = commands.add_parser("worker", help="process media jobs from the queue (no public HTTP)",
+                                 description="Take media processing jobs from PROCESSING_QUEUE_URL and run them, "
+                                             "PROCESSING_CONCURRENCY at once; /health and /metrics on WORKER_PORT. "
+                                             "Reads the same environment as `serve`.")
+    worker.add_argument("--port", type=int, help="TCP port of /health and /metrics (WORKER_PORT, default 3001)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
-        print(describe())
+        print(describe_json() if args.json else describe())
         return 0
+    if args.command == "register":
+        from gateway.upload_cli import register
+
+        return register(args)
     if args.command == "upload":
         from gateway.upload_cli import run
 
         return run(args)
     try:
-        settings = Settings.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
-    except ValueError as exc:
+        if args.command == "worker":
+            from gateway.worker_cli import check
+
+            settings = Settings.from_env(worker_port=args.port)
+            check(settings)
+        else:
+            settings = Settings.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
+    except ValueError as exc:  # including a worker refused for its settings
         print(f"mediaserver: configuration error: {exc}", file=sys.stderr)
         return 2
     from gateway.logs import configure
@@ -113,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     from streaming.stores.base import StoreError
 
     try:
-        asyncio.run(serve(settings))
+        if args.command == "worker":
+            from gateway.worker_cli import run_worker
+
+            asyncio.run(run_worker(settings))
+        else:
+            asyncio.run(serve(settings))
     except (StoreError, MetadataError, OSError) as exc:
         # a dependency that is unreachable or refuses us at start: one clear line, no traceback
         log.error("could not start", extra={"error": f"{type(exc).__name__}: {exc}"})

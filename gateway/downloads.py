@@ -7,8 +7,19 @@ import socket
 import tornado.iostream
 
 from gateway.base import BaseHandler
-from gateway.ranges import content_disposition, parse_range
+from gateway.ranges import content_disposition, parse_range, safe_filename
 from streaming.stores.base import StoreError
+
+
+def derived_filename(original: str | None, kind: str, extension: str, fallback_stem: str) -> str:
+    """The download name of a file made from another: "<original stem>-<kind>.<extension>".
+
+    "holiday.heic" gives "holiday-thumbnail.jpg"; without an original name, `fallback_stem` is the stem.
+    """
+    name = safe_filename(original, fallback="")
+    stem = name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+    stem = stem.strip(" .") or fallback_stem
+    return f"{stem[:180]}-{kind}.{extension}"
 
 
 def limit_send_buffer(handler: BaseHandler, size: int = 32 * 1024) -> None:

@@ -12,6 +12,9 @@ from typing import Callable
 
 import tornado.web
 
+from auth.oidc import KeysUnavailable
+from auth.revocation import TokenRevoked
+from auth.tokens import InvalidToken, TokenExpired
 from gateway.ranges import RangeNotSatisfiable
 from metadata.errors import MetadataError, MetadataUnavailable
 from metadata.media import MediaConflict
@@ -85,11 +88,45 @@ TABLE: list[tuple[type[BaseException], int, str, str | None, Headers]] = [
     (MetadataError, 503, "metadata_error", "the metadata store failed; retry later", _retry_soon),
     # accounts and media
     (UserExists, 409, "user_exists", "that username or email is already registered", _none),
+    # refused bearer tokens (a missing one: `token_missing`); the subclasses come first
+    (TokenRevoked, 401, "token_revoked", None,
+     lambda exc: bearer_challenge("invalid_token", "the token has been revoked")),
+    (TokenExpired, 401, "token_expired", "the token has expired; sign in again",
+     lambda exc: bearer_challenge("invalid_token", "the token has expired")),
+    (InvalidToken, 401, "token_invalid", None,
+     lambda exc: bearer_challenge("invalid_token", "the token is not valid")),
+    (KeysUnavailable, 503, "identity_provider_unavailable",
+     "the identity provider's keys could not be fetched; retry later", _retry_soon),
     (MediaConflict, 409, "conflict", "the media item changed meanwhile; retry", _none),
     # downloads
     (RangeNotSatisfiable, 416, "range_not_satisfiable", "the requested range is outside the file",
      lambda exc: {"Content-Range": f"bytes */{exc.size}"}),  # type: ignore[attr-defined]
 ]
+
+
+REALM = "mediaserver"
+
+
+def bearer_challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    """The `WWW-Authenticate` header of a 401 (RFC 6750 section 3): the bare challenge when no
+    token came, with `error` and `error_description` when one was refused."""
+    value = f'Bearer realm="{REALM}"'
+    if error:
+        value += f', error="{error}"'
+    if description:
+        value += f', error_description="{description}"'
+    return {"WWW-Authenticate": value}
+
+
+def token_missing() -> ApiError:
+    """The 401 for a request that needs a bearer token and presents none."""
+    return ApiError(401, "token_missing", "a bearer token is required (Authorization: Bearer <token>); sign in to get one",
+                    bearer_challenge())
+
+
+def credentials_invalid() -> ApiError:
+    """The 401 for a sign-in with an unknown user name or a wrong password (never says which)."""
+    return ApiError(401, "credentials_invalid", "wrong username or password", bearer_challenge())
 
 
 def answer_for(exc: BaseException) -> ApiError | None:

@@ -27,7 +27,11 @@ from typing import Any, Protocol
 from tornado import http1connection
 from tornado.log import app_log
 
-_YIELD_EVERY = 4 * 1024 * 1024  # bytes between yields to the event loop (as Tornado does)
+# A body whose bytes keep arriving never waits on the socket, so it yields to the event loop
+# itself: after this many seconds of reading and hashing, so that a HEAD or a new request waits
+# for at most that much of each busy body's work (on a CPU-quota'd task, wall time also jumps
+# when the quota stalls the process, and the next read yields).
+_YIELD_AFTER = 0.002
 
 
 class InPlaceReceiver(Protocol):
@@ -63,7 +67,8 @@ def install() -> None:
         receiver = _receiver(delegate)
         if receiver is None:
             return await original(self, content_length, delegate)
-        since_yield = 0
+        loop = asyncio.get_running_loop()
+        last_yield = loop.time()
         while content_length > 0:
             view = None if self._write_finished else await receiver.body_buffer(content_length)
             if view is None:
@@ -79,10 +84,9 @@ def install() -> None:
             finally:
                 with contextlib.suppress(BufferError):
                     view.release()
-            since_yield += count
-            if since_yield >= _YIELD_EVERY:
-                since_yield = 0
+            if loop.time() - last_yield >= _YIELD_AFTER:
                 await asyncio.sleep(0)
+                last_yield = loop.time()
 
     _read_fixed_body.in_place = True  # type: ignore[attr-defined]
     connection._read_fixed_body = _read_fixed_body  # type: ignore[method-assign]

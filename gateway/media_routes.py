@@ -12,7 +12,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 from gateway.base import BaseHandler
-from gateway.downloads import limit_send_buffer, stream_object
+from gateway.downloads import derived_filename, limit_send_buffer, stream_object
 from gateway.errors import ApiError, answer_for
 from gateway.net import decimal
 from gateway.ranges import safe_filename
@@ -122,7 +122,8 @@ class SignedFileHandler(BaseHandler):
             # a prober on this host (ffmpeg): read the store in small steps, queue little
             limit_send_buffer(self)
             chunk_size = PROBE_CHUNK_SIZE
-        await stream_object(self, key, size, content_type, item.filename if kind == "original" else None, chunk_size)
+        filename = item.filename if kind == "original" else derived_filename(item.filename, kind, "jpg", item.id)
+        await stream_object(self, key, size, content_type, filename, chunk_size)
 
     head = get
 

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from gateway.base import BaseHandler
+from gateway.cpu_governor import CpuGovernor, NoGovernor
 from gateway.errors import ApiError
 from metadata.media import CATEGORIES
 from metadata.uploads import UploadRecord
@@ -82,11 +83,30 @@ class GatewayMetrics:
         self.processing_jobs = Counter("mediaserver_processing_jobs_total", "Media processing jobs by outcome.", ["kind", "outcome"], registry=r)
         self.processing_duration = Histogram("mediaserver_processing_duration_seconds", "Duration of media processing jobs.",
                                              ["kind"], buckets=LATENCY_BUCKETS, registry=r)
+        # processing through the queue (PROCESSING_QUEUE_URL): sends by the gateway, messages handled by workers
+        self.processing_queue_sends = Counter("mediaserver_processing_queue_sends_total", "Processing job messages sent to the queue, by outcome (sent, send_failed).", ["outcome"], registry=r)
+        self.processing_queue_messages = Counter("mediaserver_processing_queue_messages_total", "Processing job messages handled by this worker, by what became of them.", ["outcome"], registry=r)
+        self.processing_jobs_running = Gauge("mediaserver_processing_queue_jobs_running", "Queued processing jobs this worker runs now.", registry=r)
+        # webhooks and the SQS sink (gateway.hooks)
+        self.hook_deliveries = Counter("mediaserver_hook_deliveries_total", "Webhook and SQS delivery attempts by outcome (delivered, failed; dead: the event was dead-lettered).", ["sink", "event", "outcome"], registry=r)
+        self.hook_pre_create = Counter("mediaserver_hook_pre_create_total", "pre-create hook calls by outcome.", ["outcome"], registry=r)
+        self.hook_dropped = Counter("mediaserver_hook_events_dropped_total", "Events not written because the outbox backlog was full (HOOK_MAX_PENDING).", ["event"], registry=r)
+        self.hook_outbox_pending = Gauge("mediaserver_hook_outbox_pending", "Events waiting in the outbox (all instances), as last counted here.", registry=r)
+        self.hook_outbox_dead = Gauge("mediaserver_hook_outbox_dead", "Dead-lettered events kept in the outbox (all instances), as last counted here.", registry=r)
+        self.ingest_paced = Gauge("mediaserver_ingest_paced_seconds", "Seconds upload bodies were held back so far to keep the process under its CPU ceiling (INGEST_CPU_LIMIT).", registry=r)
+        self.ingest_cpu_ceiling = Gauge("mediaserver_ingest_cpu_ceiling_cores", "The CPU ceiling upload bodies are paced to (0: none).", registry=r)
         self.rate_limited = Counter("mediaserver_rate_limited_requests_total", "Requests refused by a rate limit.", ["limiter"], registry=r)
         # label values the code names (store calls, processing kinds and outcomes), bounded all the same
         self.store_operation = BoundedLabel(limit=32)
         self.processing_kind = BoundedLabel(CATEGORIES)
         self.processing_outcome = BoundedLabel(("ready", "failed"))
+        self.hook_sink = BoundedLabel(("http", "sqs"))
+        self.hook_event = BoundedLabel(("pre-create", "post-create", "post-receive", "post-finish", "post-terminate",
+                                        "media-ready", "media-failed"))
+        self.hook_outcome = BoundedLabel(("delivered", "failed", "dead"))
+        self.pre_create_outcome = BoundedLabel(("allowed", "rejected", "replaced", "default_allowed", "default_rejected"))
+        self.queue_outcome = BoundedLabel(("sent", "send_failed", "ready", "failed", "retried", "dead_lettered",
+                                           "duplicate", "busy", "invalid", "interrupted"))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered HTTP request; `route` is a template from RouteNamer."""
@@ -104,6 +124,25 @@ class GatewayMetrics:
         kind = self.processing_kind(kind)
         self.processing_jobs.labels(kind, self.processing_outcome(outcome)).inc()
         self.processing_duration.labels(kind).observe(seconds)
+
+    def observe_queue_send(self, outcome: str) -> None:
+        self.processing_queue_sends.labels(self.queue_outcome(outcome)).inc()
+
+    def observe_queue_message(self, outcome: str) -> None:
+        self.processing_queue_messages.labels(self.queue_outcome(outcome)).inc()
+
+    def observe_hook_delivery(self, sink: str, event: str, outcome: str) -> None:
+        self.hook_deliveries.labels(self.hook_sink(sink), self.hook_event(event), self.hook_outcome(outcome)).inc()
+
+    def observe_pre_create(self, outcome: str) -> None:
+        self.hook_pre_create.labels(self.pre_create_outcome(outcome)).inc()
+
+    def observe_hook_dropped(self, event: str) -> None:
+        self.hook_dropped.labels(self.hook_event(event)).inc()
+
+    def observe_hook_backlog(self, pending: int, dead: int) -> None:
+        self.hook_outbox_pending.set(pending)
+        self.hook_outbox_dead.set(dead)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -188,6 +227,12 @@ class UploadMetrics(UploadEvents):
 
     def parts_storing(self, delta: int) -> None:
         self._metrics.parts_in_flight.inc(delta)
+
+
+def watch_cpu_governor(metrics: GatewayMetrics, governor: CpuGovernor | NoGovernor) -> None:
+    """Export `governor`'s ceiling and the time it has held bodies back, read at each scrape."""
+    metrics.ingest_paced.set_function(lambda: governor.waited)
+    metrics.ingest_cpu_ceiling.set_function(lambda: governor.cores)
 
 
 def watch_processing(metrics: GatewayMetrics, processor: MediaProcessor) -> None:

@@ -6,6 +6,7 @@ owner is answered the same way as the first.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ class MediaItem(Document):
     source: str = "tus"
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = 0
+    updated_at: float = 0.0  # when this document was last written (the change cursor of live events)
 
 
 
@@ -61,9 +63,11 @@ class MediaRepository:
         await self._media.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
         await self._media.create_index([("owner", ASCENDING), ("category", ASCENDING), ("created_at", DESCENDING)])
         await self._media.create_index([("status", ASCENDING)])
+        await self._media.create_index([("owner", ASCENDING), ("updated_at", ASCENDING)])
 
     async def insert(self, item: MediaItem) -> MediaItem:
         """Insert `item`; an item with the same id is kept as it is (idempotent)."""
+        item = item.evolve(updated_at=time.time())
         try:
             await self._media.insert_one(item.to_document())
         except DuplicateKeyError:
@@ -77,7 +81,7 @@ class MediaRepository:
 
     async def save(self, item: MediaItem) -> MediaItem:
         """Compare-and-swap on `version`; raises MediaConflict."""
-        updated = item.evolve(version=item.version + 1)
+        updated = item.evolve(version=item.version + 1, updated_at=time.time())
         result = await self._media.replace_one({"_id": item.id, "version": item.version}, updated.to_document())
         if result.matched_count != 1:
             raise MediaConflict(item.id)
@@ -94,6 +98,12 @@ class MediaRepository:
         total = await self._media.count_documents(query)
         cursor = self._media.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).skip((page - 1) * limit).limit(limit)
         return [MediaItem.from_document(d) async for d in cursor], total
+
+    async def changed_since(self, owner: str, since: float, limit: int) -> list[MediaItem]:
+        """Up to `limit` items of `owner` (tombstones included) written at or after `since`, oldest change first."""
+        cursor = self._media.find({"owner": owner, "updated_at": {"$gte": since}}).sort(
+            [("updated_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [MediaItem.from_document(d) async for d in cursor]
 
     async def with_status(self, status: str, limit: int = 100) -> list[MediaItem]:
         cursor = self._media.find({"status": status}).limit(limit)

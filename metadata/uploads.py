@@ -59,6 +59,7 @@ class UploadRecord(Document):
     completed_at: float | None = None
     sha256: str | None = None
     version: int = 0
+    updated_at: float = 0.0  # when this document was last written (the change cursor of live events)
 
     @property
     def offset(self) -> int:
@@ -92,9 +93,11 @@ class UploadRepository:
     async def create_indexes(self) -> None:
         await self._uploads.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
         await self._uploads.create_index([("owner", ASCENDING)])
+        await self._uploads.create_index([("owner", ASCENDING), ("updated_at", ASCENDING)])
         await self._parts.create_index([("upload", ASCENDING), ("number", ASCENDING)])
 
     async def insert(self, record: UploadRecord) -> UploadRecord:
+        record = record.evolve(updated_at=time.time())
         await self._uploads.insert_one(record.to_document())
         return record
 
@@ -107,7 +110,7 @@ class UploadRepository:
 
         Returns the record with its new version; raises VersionConflict otherwise.
         """
-        updated = record.evolve(version=record.version + 1)
+        updated = record.evolve(version=record.version + 1, updated_at=time.time())
         result = await self._uploads.replace_one(
             {"_id": record.id, "version": record.version}, updated.to_document()
         )
@@ -132,6 +135,12 @@ class UploadRepository:
         if [p.number for p in parts] != list(range(1, record.parts_count + 1)):
             raise LookupError(f"upload {record.id}: part records are incomplete")
         return parts
+
+    async def changed_since(self, owner: str, since: float, limit: int) -> list[UploadRecord]:
+        """Up to `limit` uploads of `owner` written at or after `since`, oldest change first."""
+        cursor = self._uploads.find({"owner": owner, "updated_at": {"$gte": since}}).sort(
+            [("updated_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [UploadRecord.from_document(d) async for d in cursor]
 
     async def count_unfinished(self, owner: str | None, limit: int) -> int:
         """How many active uploads `owner` has, counting up to `limit`."""

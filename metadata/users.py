@@ -8,6 +8,7 @@ revokes every older token. Changes to a user are whole-document compare-and-swap
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,11 +37,14 @@ class User:
     role: str
     created_at: float
     token_version: int = 0
+    #: for an account of an identity provider's user: the name its tokens give (it has no
+    #: user name, e-mail or password here)
+    display_name: str | None = None
 
     @property
     def name(self) -> str:
-        """The user name, else the e-mail: what tokens call the user."""
-        return self.username or self.email or ""
+        """The user name, else the e-mail (else an identity provider's name): what tokens call the user."""
+        return self.username or self.email or self.display_name or ""
 
     def public(self) -> dict[str, Any]:
         """What clients may see of a user."""
@@ -81,6 +85,34 @@ class UserRepository:
             await self._users.insert_one(doc)
         except DuplicateKeyError:
             raise UserExists() from None
+        return _user(doc)
+
+    async def ensure_external(self, issuer: str, subject: str, name: str, role: str) -> User:
+        """The account of an identity provider's user (`subject` at `issuer`), created on first
+        sight, with `name` and `role` as the provider's latest token gives them.
+
+        Its id is derived from issuer and subject, so concurrent first requests make one account;
+        it has no user name, e-mail or password (it cannot sign in here with a password)."""
+        user_id = "ext-" + hashlib.sha256(f"{issuer}\n{subject}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        doc = await self._users.find_one({"_id": user_id})
+        if doc is None:
+            doc = {
+                "_id": user_id, "username": None, "email": None,
+                "username_key": f"!none-{user_id}", "email_key": f"!none-{user_id}",
+                "password_hash": "", "role": role, "created_at": time.time(), "token_version": 0,
+                "display_name": name, "issuer": issuer, "subject": subject,
+            }
+            try:
+                await self._users.insert_one(doc)
+            except DuplicateKeyError:
+                doc = await self._users.find_one({"_id": user_id})
+                if doc is None:
+                    raise UserChanged() from None
+        if doc.get("role") != role or doc.get("display_name") != name:
+            updated = {**doc, "role": role, "display_name": name}
+            result = await self._users.replace_one(_unchanged(doc), updated)
+            if result.matched_count == 1:
+                doc = updated  # else another request changed it meanwhile: its values stand
         return _user(doc)
 
     async def find_by_login(self, login: str) -> User | None:
@@ -128,7 +160,7 @@ def _unchanged(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _user(doc: dict[str, Any]) -> User:
     return User(doc["_id"], doc.get("username"), doc.get("email"), doc["password_hash"],
-                doc.get("role", "user"), doc.get("created_at", 0.0), _version(doc))
+                doc.get("role", "user"), doc.get("created_at", 0.0), _version(doc), doc.get("display_name"))
 
 
 @driver_errors_translated

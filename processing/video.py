@@ -14,32 +14,33 @@ import json
 import math
 import re
 import resource
+import signal
 from dataclasses import dataclass
 from fractions import Fraction
+
+from processing.errors import MediaRejected
+from processing.jpeg import NotJpeg, strip_metadata
 
 PROTOCOLS = "http,https,tcp,tls,crypto"
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 # why a video failed, in words for its owner (the tools' own words go to the log only)
-UNREADABLE = "the video could not be read"
-NO_FRAME = "no picture could be taken from the video"
+UNREADABLE = "the video could not be read (the file is damaged, incomplete or not a supported video)"
+NO_VIDEO = "the video could not be decoded (no video stream)"
+NO_FRAME = "the video could not be decoded (no frame could be read)"
 TOO_SLOW = "the video took too long to process"
+INCOMPLETE = "the video could not be read (the file is incomplete: its index or its end is missing)"
+_INCOMPLETE = re.compile(r"moov atom not found|partial file|end of file", re.IGNORECASE)
+_OUT_OF_MEMORY = re.compile(r"cannot allocate memory|out of memory|get_buffer\(\) failed|failed to map segment"
+                            r"|thread_encoder_init failed|malloc", re.IGNORECASE)
 
 
-class VideoRejected(Exception):
+class VideoRejected(MediaRejected):
     """The video cannot be probed or decoded within the limits.
 
     `reason` is for the video's owner (plain words); `detail` is for the log (what the
     tool said, with URLs removed). str() is the reason.
     """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 def without_urls(text: str) -> str:
@@ -57,32 +58,53 @@ class VideoInfo:
     format: str | None
 
 
-def _limits(memory_bytes: int, cpu_seconds: int):
+def _limits(memory_bytes: int, cpu_seconds: int, data_bytes: int | None):
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        if data_bytes:
+            resource.setrlimit(resource.RLIMIT_DATA, (data_bytes, data_bytes))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return apply
 
 
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MiB"
+
+
 async def run_limited(args: list[str], timeout: float, memory_bytes: int, max_output: int = 16 * 1024 * 1024,
-                      failure: str = UNREADABLE) -> bytes:
-    """Run a command with limits; return its stdout, or raise VideoRejected with `failure` as
-    the reason and the command's last error line as the detail."""
+                      failure: str = UNREADABLE, data_bytes: int | None = None) -> bytes:
+    """Run a command with limits; return its stdout, or raise VideoRejected.
+
+    Limits: `timeout` seconds of wall clock (and of CPU), `memory_bytes` of address space and,
+    when given, `data_bytes` of heap and private memory (RLIMIT_DATA: what the job reserved).
+    The reason is `failure`, or "too long" / "more memory than allowed" when that is what
+    stopped the command; the detail is the command's last error line.
+    """
     process = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_limits(memory_bytes, int(timeout) + 1), limit=max_output)
+        preexec_fn=_limits(memory_bytes, int(timeout) + 1, data_bytes), limit=max_output)
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     except asyncio.TimeoutError:
         process.kill()
         await process.wait()
-        raise VideoRejected(TOO_SLOW, f"{args[0]} took longer than {timeout:.0f} s") from None
+        raise VideoRejected(f"{TOO_SLOW} (more than {timeout:.0f} seconds)",
+                            f"{args[0]} took longer than {timeout:.0f} s") from None
     if process.returncode != 0:
-        lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+        text = stderr.decode("utf-8", "replace")
+        lines = [line for line in text.splitlines() if line.strip()]
         said = lines[-1][:300] if lines else f"exit {process.returncode}"
-        raise VideoRejected(failure, f"{args[0]} failed: {without_urls(said)}")
+        detail = f"{args[0]} failed (exit {process.returncode}): {without_urls(said)}"
+        if process.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise VideoRejected(f"{TOO_SLOW} (more than {timeout:.0f} seconds)", detail)
+        if _OUT_OF_MEMORY.search(text):
+            limit = _mib(data_bytes) if data_bytes else _mib(memory_bytes)
+            raise VideoRejected(f"the video needs more memory than processing allows (limit {limit})", detail)
+        if _INCOMPLETE.search(text):
+            raise VideoRejected(INCOMPLETE, detail)
+        raise VideoRejected(failure, detail)
     if len(stdout) > max_output:
         raise VideoRejected(failure, f"{args[0]} wrote too much output")
     return stdout
@@ -96,11 +118,11 @@ def _rate(text: str | None) -> float | None:
     return round(float(value), 3) if value else None
 
 
-async def probe(url: str, timeout: float, memory_bytes: int) -> VideoInfo:
+async def probe(url: str, timeout: float, memory_bytes: int, data_bytes: int | None = None) -> VideoInfo:
     """Duration, video codec, upright dimensions and frame rate of the video at `url`."""
     output = await run_limited(
         ["ffprobe", "-v", "error", "-protocol_whitelist", PROTOCOLS, "-print_format", "json",
-         "-show_format", "-show_streams", url], timeout, memory_bytes)
+         "-show_format", "-show_streams", url], timeout, memory_bytes, data_bytes=data_bytes)
     try:
         data = json.loads(output)
     except ValueError:
@@ -114,7 +136,7 @@ async def probe(url: str, timeout: float, memory_bytes: int) -> VideoInfo:
 def _video_info(data: dict) -> VideoInfo:
     video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
     if video is None:
-        raise VideoRejected("the file has no video in it", "no video stream")
+        raise VideoRejected(NO_VIDEO, "no video stream")
     width, height = video.get("width"), video.get("height")
     rotation = 0
     for side in video.get("side_data_list", []) or []:
@@ -135,13 +157,22 @@ def _video_info(data: dict) -> VideoInfo:
     )
 
 
-async def thumbnail(url: str, at: float, max_width: int, max_height: int, timeout: float, memory_bytes: int) -> bytes:
-    """A JPEG of the frame at `at` seconds (input seeking: only what is needed is read)."""
+async def thumbnail(url: str, at: float, max_width: int, max_height: int, timeout: float, memory_bytes: int,
+                    data_bytes: int | None = None) -> bytes:
+    """A JPEG of the frame at `at` seconds (input seeking: only what is needed is read), with no
+    metadata: no comment (ffmpeg's encoder name), EXIF, XMP or ICC profile.
+
+    One thread decodes, filters and encodes: a single frame gains nothing from more, and each
+    thread would hold its own frames.
+    """
     scale = f"scale='min({max_width},iw)':'min({max_height},ih)':force_original_aspect_ratio=decrease"
     output = await run_limited(
-        ["ffmpeg", "-v", "error", "-nostdin", "-protocol_whitelist", PROTOCOLS, "-ss", f"{at:.3f}", "-i", url,
-         "-frames:v", "1", "-an", "-sn", "-vf", scale, "-f", "image2", "-c:v", "mjpeg", "-q:v", "4", "pipe:1"],
-        timeout, memory_bytes, failure=NO_FRAME)
-    if not output.startswith(b"\xff\xd8"):
-        raise VideoRejected(NO_FRAME, "ffmpeg produced no frame")
-    return output
+        ["ffmpeg", "-v", "error", "-nostdin", "-protocol_whitelist", PROTOCOLS, "-threads", "1", "-ss", f"{at:.3f}",
+         "-i", url, "-frames:v", "1", "-an", "-sn", "-dn", "-map_metadata", "-1", "-vf", scale,
+         "-filter_threads", "1", "-threads", "1", "-flags", "+bitexact", "-fflags", "+bitexact",
+         "-f", "image2", "-c:v", "mjpeg", "-q:v", "4", "pipe:1"],
+        timeout, memory_bytes, failure=NO_FRAME, data_bytes=data_bytes)
+    try:
+        return strip_metadata(output)
+    except NotJpeg as exc:
+        raise VideoRejected(NO_FRAME, f"ffmpeg produced no frame ({exc})") from None

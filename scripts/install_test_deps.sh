@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System and Node packages the test suite needs beyond Python (idempotent).
 #   - Debian packages in APT_PACKAGES, each installed only when its program is missing
-#   - the npm packages of web/ and the Uppy bundle in gateway/static/vendor/ (scripts/build_web.sh,
+#   - the npm packages of web/ (Uppy, tus-js-client, playwright-core, and axe-core for the page's
+#     accessibility scan in tests/test_browser.py) and the Uppy bundle in gateway/static/vendor/ (scripts/build_web.sh,
 #     which also brings Node.js >= 20 from the npm registry where the system's node is older,
 #     e.g. Debian 12's Node 18, and links it into .venv/bin for the tests)
 set -euo pipefail

@@ -5,7 +5,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$ROOT"
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+# pip runs only when setup.py or requirements.lock changed since the last install (bootstrap.sh)
+if install_needed test; then
+  pip_quietly test "$VENV/bin/python" -m pip install -q -e ".[test]"
+fi
 # ffmpeg/ffprobe for video processing; chromium and the npm packages for client tests
 command -v ffprobe >/dev/null 2>&1 || apt_install ffmpeg
 bash scripts/install_test_deps.sh

@@ -39,6 +39,7 @@ from streaming.errors import (
     UploadNotWritable,
 )
 from streaming.events import UploadEvents
+from streaming.hooks import Announcer, CreationGate, NoAnnouncements, OpenGate
 from streaming.locking import Lease, UploadLocker
 from streaming.placement import PlacementPolicy, place_upload
 from streaming.session import SessionLimits, UploadSession
@@ -87,8 +88,14 @@ class UploadEngine:
         events: UploadEvents,
         digests: FileDigests,
         limits: UploadLimits,
+        gate: CreationGate | None = None,
+        announcer: Announcer | None = None,
     ) -> None:
+        """`gate` admits new uploads before anything is stored; `announcer` writes the events of
+        creation, completion and termination durably with their commits."""
         self._store = store
+        self._gate: CreationGate = gate or OpenGate()
+        self._announcer: Announcer = announcer or NoAnnouncements()
         self._commits = commits
         self._locker = locker
         self._buffers = buffers
@@ -137,8 +144,10 @@ class UploadEngine:
         if length is not None and length > self.limits.max_size:
             raise SizeExceeded(f"Upload-Length exceeds the maximum of {self.limits.max_size} bytes")
         await self._check_unfinished(owner)
-        record = await self._commits.insert(
+        record = await self._admitted(
             self._new_record(owner, length, metadata, part_size=self.part_size_for(length), concat=concat))
+        async with self._announcer.announcing("post-create", record):
+            record = await self._commits.insert(record)
         self._events.created(record)
         if length == 0:
             record = await self._complete(record, memoryview(b""), None)
@@ -152,11 +161,18 @@ class UploadEngine:
         """
         max_size = min(max_size, self.limits.max_size)
         await self._check_unfinished(owner)
-        record = await self._commits.insert(
-            self._new_record(owner, None, metadata, part_size=self.part_size_for(max_size)))
+        record = await self._admitted(self._new_record(owner, None, metadata, part_size=self.part_size_for(max_size)))
+        async with self._announcer.announcing("post-create", record):
+            record = await self._commits.insert(record)
         self._events.created(record)
         lease = await self._locker.acquire(record.id, 0)
         return await self._opened(self._session(record, lease, max_size), lease)
+
+    async def _admitted(self, proposed: UploadRecord) -> UploadRecord:
+        """`proposed` as the creation gate admits it (its metadata possibly replaced); the gate
+        refuses by raising, before anything is stored."""
+        metadata = await self._gate.admit(proposed)
+        return proposed if metadata is None else proposed.evolve(metadata=dict(metadata))
 
     async def _check_unfinished(self, owner: str | None) -> None:
         """Raise TooManyUploads when `owner` has as many unfinished uploads as allowed."""
@@ -295,9 +311,11 @@ class UploadEngine:
         length = sum(record.length or 0 for record in partials)
         if length > self.limits.max_size:
             raise SizeExceeded(f"the concatenation exceeds the maximum of {self.limits.max_size} bytes")
-        final = await self._commits.insert(self._new_record(
+        final = await self._admitted(self._new_record(
             owner, length, metadata, part_size=self.part_size_for(length), concat="final",
             concat_parts=tuple(record.id for record in partials)))
+        async with self._announcer.announcing("post-create", final):
+            final = await self._commits.insert(final)
         claimed: list[UploadRecord] = []
         try:
             for record in partials:
@@ -346,9 +364,11 @@ class UploadEngine:
                 raise
         except StoreError as exc:
             raise StorageFailure(f"concatenating the partial uploads failed: {exc}") from exc
-        done = await self._commits.save(final.evolve(
+        done = final.evolve(
             status=COMPLETE, key=key, content_type=placement.mime, category=placement.category,
-            parts_count=len(parts), parts_bytes=final.length or 0, completed_at=time.time()))
+            parts_count=len(parts), parts_bytes=final.length or 0, completed_at=time.time())
+        async with self._announcer.announcing("post-finish", done):
+            done = await self._commits.save(done)
         await self._events.finished(done)
         return done
 
@@ -386,16 +406,24 @@ class UploadEngine:
                 parts = [PartRef(p.number, p.etag, p.size) for p in await self._commits.parts(record)]
                 if len(last):
                     number = record.parts_count + 1
-                    etag = await store_part(self._store, record.key or "", record.multipart_id, number, last,
-                                            record.parts_bytes)
+                    try:
+                        etag = await store_part(self._store, record.key or "", record.multipart_id, number, last,
+                                                record.parts_bytes)
+                    except StoreError:
+                        # completed before a crash kept us from recording it: the multipart upload is gone
+                        if await self._store.object_size(record.key or "") != record.length:
+                            raise
+                        etag = ""
                     parts.append(PartRef(number, etag, len(last)))
                 await self._complete_multipart(record, parts)
                 parts_count = len(parts)
         except StoreError as exc:
             raise StorageFailure(f"completing the upload failed: {exc}") from exc
-        done = await self._commits.save(record.evolve(
+        done = record.evolve(
             status=COMPLETE, parts_count=parts_count, parts_bytes=record.length or 0, tail_key=None,
-            tail_size=0, completed_at=time.time(), sha256=hasher.hexdigest() if hasher is not None else None))
+            tail_size=0, completed_at=time.time(), sha256=hasher.hexdigest() if hasher is not None else None)
+        async with self._announcer.announcing("post-finish", done):
+            done = await self._commits.save(done)
         self._events.committed(done, done.offset - record.offset)
         self._digests.forget(done.id)
         await self._cleanup_staging(done)
@@ -432,7 +460,8 @@ class UploadEngine:
                     await self._store.delete_object(record.key)
             except StoreError as exc:
                 raise StorageFailure(f"deleting the upload's data failed: {exc}") from exc
-            await self._commits.delete(upload_id)
+            async with self._announcer.announcing("post-terminate", record):
+                await self._commits.delete(upload_id)
             self._digests.forget(upload_id)
             await self._events.terminated(record)
 

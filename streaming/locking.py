@@ -20,6 +20,9 @@ from streaming.errors import UploadLocked, metadata_failures
 
 log = logging.getLogger(__name__)
 
+#: seconds `UploadLocker.release` waits for the cancelled renewing task to end
+KEEPER_STOP_WAIT = 1.0
+
 
 class Lease:
     """A held lease; `lost` is set if it could not be renewed. `release` gives it back."""
@@ -31,6 +34,8 @@ class Lease:
         self._on_lost: list[Callable[[], None]] = []
         self._keeper: asyncio.Future | None = None
         self._release = release
+        #: set by the locker's `release`: the renewing task ends at its next step
+        self.released = False
 
     def on_lost(self, callback: Callable[[], None]) -> None:
         """Call `callback` once if the lease is lost while held."""
@@ -78,25 +83,41 @@ class UploadLocker:
             await asyncio.sleep(self.poll)
 
     async def _keep_alive(self, lease: Lease) -> None:
+        """Renew `lease` every third of its TTL until it is released or a renewal fails.
+
+        Released is checked after every await as well as signalled by cancellation: a
+        cancellation that arrives while a renewal is in the database driver may be absorbed
+        there, and the loop must end anyway.
+        """
         interval = self.ttl / 3
-        while True:
+        while not lease.released:
             await asyncio.sleep(interval)
+            if lease.released:
+                return
             try:
                 renewed = await self._leases.renew(lease.name, lease.holder, self.ttl)
             except Exception:  # noqa: BLE001 - a failed renewal is handled like a lost lease below
                 log.warning("lease renewal failed", extra={"lease": lease.name}, exc_info=True)
                 renewed = False
-            if not renewed:
+            if not renewed and not lease.released:
                 lease._mark_lost()
                 return
 
     async def release(self, lease: Lease) -> None:
-        """Stop renewing and give the lease back (best effort: it expires anyway)."""
+        """Stop renewing and give the lease back (best effort: it expires anyway).
+
+        Waits at most `KEEPER_STOP_WAIT` seconds for the renewing task to end: a request must
+        never hang on it (a renewal that still ran later would find the lease given back and
+        stop). A cancellation of the caller is not swallowed.
+        """
+        lease.released = True
         keeper, lease._keeper = lease._keeper, None
         if keeper is not None:
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            done, _ = await asyncio.wait({keeper}, timeout=KEEPER_STOP_WAIT)
+            if not done:
+                log.warning("a lease's renewing task did not stop when cancelled", extra={
+                    "lease": lease.name, "keeper": repr(keeper), "stack": repr(keeper.get_stack(limit=4))})
         with contextlib.suppress(Exception):
             await self._leases.release(lease.name, lease.holder)
 

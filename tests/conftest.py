@@ -114,6 +114,7 @@ def start_gateway(
                 # generous limits: tests that check rate limiting set their own
                 "RATE_LIMIT_REQUESTS": "1000000",
                 "LOGIN_RATE_LIMIT": "1000000",
+                "REGISTER_RATE_LIMIT": "1000000",
                 "TUS_RATE_BURST": "1000000",
                 # tests mint tokens for users they never register (make_token)
                 "ACCOUNTLESS_TOKENS": "true",

@@ -1,12 +1,17 @@
 """The upload page: served with the gateway's security headers, and used end to end in
 headless Chromium (playwright-core): sign-up, Dashboard uploads, the gallery, and uploads
-that continue after the gateway is killed and restarted, or after the page is reloaded.
+that continue after the gateway is killed and restarted, or after the page is reloaded;
+its cards (failure reasons, units, video playback, deleting with a confirmation), live
+updates that never reload an unchanged thumbnail, a keyboard-only session, and axe-core's
+accessibility scan (any serious or critical violation fails).
 
-Screenshots go to test-artifacts/ at the repository root.
+The gallery screenshot goes to test-artifacts/ at the repository root; the desktop (1280x800)
+and phone (390x844) screenshots of the page test go to its tmp_path.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,7 +37,7 @@ FAST_LEASES = {"PART_SIZE": "5MiB", "LEASE_TTL": "2", "LEASE_WAIT": "4"}
 
 
 def browser_missing() -> str | None:
-    missing = node_missing("playwright-core", "uppy")
+    missing = node_missing("playwright-core", "uppy", "axe-core")
     if missing:
         return missing
     if not os.access(CHROMIUM, os.X_OK):
@@ -205,7 +210,7 @@ def test_upload_page_uploads_and_lists_media(page_gateway, tmp_path, browser_run
     assert items["sunrise.png"]["thumbnail"]["loaded"], items["sunrise.png"]
     assert items["archive.bin"]["thumbnail"] is None
     assert items["archive.bin"]["placeholder"] == "file" and items["archive.bin"]["status"] == "ready"
-    assert items["archive.bin"]["size"] == "12 MB"
+    assert items["archive.bin"]["size"] == "12 MiB", "computed in 1024s, labelled in binary units"
     assert screenshot.stat().st_size > 10_000
     token = requests.post(page_gateway.url + "/api/auth/login", timeout=10,
                           json={"username": result["account"], "password": PASSWORD}).json()["token"]
@@ -287,3 +292,106 @@ def _epoch(stamp: str) -> float:
 
     whole, _, millis = stamp.rstrip("Z").partition(".")
     return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(millis or 0) / 1000
+
+
+# -- what the page shows and does (tests/js/page.mjs) --------------------------------------
+
+def run_page(tmp_path: Path, browser_run_env: dict[str, Any], timeout: float) -> dict[str, Any]:
+    temp = short_temp_dir()
+    try:
+        result = subprocess.run([NODE, str(JS / "page.mjs")], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                                env=node_env(TMPDIR=temp, CHROMIUM=CHROMIUM, **browser_run_env))
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    (tmp_path / "page-stderr.txt").write_text(result.stderr)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return parse_output(result.stdout)[0]
+
+
+def serious(violations: list[dict[str, Any]]) -> list[str]:
+    """axe-core violations that fail the page: serious or critical ones."""
+    return [f"{v['impact']} {v['id']}: {v['help']} at {v['nodes']}" for v in violations
+            if v["impact"] in ("serious", "critical")]
+
+
+def make_video(path: Path) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc=duration=4:size=320x240:rate=15", "-c:v", "libvpx", "-b:v", "200k", str(path)],
+                   check=True, timeout=60)
+
+
+@needs_browser
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is missing")
+def test_page_cards_live_updates_video_delete_and_accessibility(page_gateway, tmp_path):
+    picture, broken, video = tmp_path / "sunrise.png", tmp_path / "broken.jpg", tmp_path / "clip.webm"
+    make_png(picture)
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(20_000))  # a JPEG's signature, then noise
+    make_video(video)
+    other, _ = write_file(tmp_path, "unrelated.bin", 12 * MiB, seed=204)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    result = run_page(tmp_path, dict(
+        GATEWAY_URL=page_gateway.url, MODE="features", USERNAME="cards-" + os.urandom(4).hex(), PASSWORD=PASSWORD,
+        IMAGE=picture, BROKEN=broken, VIDEO=video, OTHER=other, UPLOAD_BYTES_PER_SECOND=str(8 * 1000 * 1000),
+        SCREENSHOT_DIR=shots, TIMEOUT_MS="100000"), timeout=120)
+
+    assert result["problems"] == []
+    assert result["upload"]["failed"] == [] and result["otherUpload"]["failed"] == []
+    cards = result["cards"]
+    # the failure reason is text on the card, not only a tooltip
+    failed = cards["broken.jpg"]
+    assert failed["status"] == "failed" and failed["reasonVisible"] and failed["reason"], failed
+    assert failed["reason"] in failed["text"]
+    assert cards["sunrise.png"]["status"] == "ready" and cards["sunrise.png"]["thumbnail"]["loaded"]
+    assert cards["sunrise.png"]["reason"] is None
+    assert re.fullmatch(r"\d+(\.\d)? KiB", failed["size"]), failed["size"]
+    assert cards["clip.webm"]["play"] and cards["clip.webm"]["deleteLabel"] == "Delete clip.webm"
+    # another upload progressed and finished: the image's tile and its <img> stayed as they were
+    assert result["thumbnailRequests"] == {"before": 1, "after": 1}
+    assert result["imageTileKept"] and result["imageSrcAfter"] == cards["sunrise.png"]["thumbnail"]["src"]
+    assert result["eventStreams"] == 1, "one event stream, no polling"
+    # the video played in the page, read through the gateway's signed URL
+    assert result["video"]["readyState"] >= 2 and result["video"]["currentTime"] > 0
+    assert f"/media/{cards['clip.webm']['id']}/original" in result["video"]["src"]
+    reads = [e["status"] for e in access_log(page_gateway) if e["path"] == f"/media/{cards['clip.webm']['id']}/original"]
+    assert 206 in reads, f"the browser read the video with range requests: {reads}"
+    # deleting asks first, in a modal dialog with a name; cancel keeps the item, confirm deletes it
+    assert result["dialog"]["modal"] and result["dialog"]["label"] == "Delete this file?"
+    assert "broken.jpg" in result["dialog"]["text"] and result["dialog"]["focused"] == "Cancel"
+    assert result["afterCancel"]
+    gone = requests.get(f"{page_gateway.url}/api/media/{result['deletedId']}", timeout=10,
+                        headers={"Authorization": f"Bearer {result['token']}"})
+    assert gone.status_code == 404
+    # the password rules are on the register form, tied to the password field
+    rules = " ".join(result["passwordRules"].split())
+    assert "at least 12 characters" in rules and "commonly used" in rules and "username" in rules
+    # both widths render without a horizontal scroll bar; the screenshots are kept in tmp_path
+    assert not result["phoneOverflow"]
+    for name in ("desktop.png", "phone.png"):
+        assert (shots / name).stat().st_size > 10_000
+    # axe-core: nothing serious or critical, signed out or in, in the dialogs, at either width
+    (tmp_path / "axe.json").write_text(json.dumps(result["axe"], indent=1))
+    for scan, violations in result["axe"].items():
+        assert serious(violations) == [], (scan, violations)
+
+
+@needs_browser
+def test_page_works_with_the_keyboard_only(page_gateway, tmp_path):
+    account = Account(page_gateway)
+    picture = tmp_path / "keys.png"
+    make_png(picture)
+    result = run_page(tmp_path, dict(
+        GATEWAY_URL=page_gateway.url, MODE="keyboard", USERNAME=account.username, PASSWORD=account.password,
+        FILE=picture, TIMEOUT_MS="80000"), timeout=100)
+    assert result["problems"] == []
+    order = [stop["name"] for stop in result["order"]]
+    # the tab order reaches, in this order: the sign-in fields, the file picker, upload, delete
+    positions = [order.index(name) for name in ("#login", "#password", "#sign-in", "browse", "upload", "delete")]
+    assert positions == sorted(positions), order
+    assert result["uploaded"] == 1
+    # every control focused on the way shows where the focus is
+    assert [stop["name"] for stop in result["order"] if not stop["indicator"]] == []
+    # the dialog takes the focus (on Cancel), Delete is the next stop, and the focus lands in the gallery after
+    assert result["inDialog"]["name"] == "#confirm-delete-no"
+    assert result["confirm"]["name"] == "#confirm-delete-yes"
+    assert result["afterDelete"]["name"] == "#gallery-title"

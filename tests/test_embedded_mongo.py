@@ -46,7 +46,8 @@ def gateway_env(data_dir: Path) -> dict[str, str]:
     env.update({
         "HOST": "127.0.0.1", "PORT": str(free_port()), "DATA_DIR": str(data_dir), "JWT_SECRET": JWT_SECRET,
         "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        "RATE_LIMIT_REQUESTS": "1000000", "LOGIN_RATE_LIMIT": "1000000", "PROCESSING_CONCURRENCY": "0",
+        "RATE_LIMIT_REQUESTS": "1000000", "LOGIN_RATE_LIMIT": "1000000", "REGISTER_RATE_LIMIT": "1000000",
+        "PROCESSING_CONCURRENCY": "0",
     })
     return env
 

@@ -55,7 +55,7 @@ def test_api_errors_stay_json(page_gateway):
     response = requests.get(page_gateway.url + "/api/media", timeout=10)
     assert response.status_code == 401
     assert response.headers["Content-Type"].startswith("application/json")
-    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.json()["error"]["code"] == "token_missing"
 
 
 def test_page_has_the_widget_message_element(page_gateway):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import subprocess
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
+from PIL import Image, ImageCms
 
 from tests.support import create_upload, head, patch, random_bytes
 
@@ -60,9 +61,37 @@ def image(fmt: str, size=(640, 480), orientation: int | None = None, **save) -> 
 
 
 def fetch_thumbnail(item: dict) -> Image.Image:
+    return Image.open(io.BytesIO(thumbnail_bytes(item)))
+
+
+def thumbnail_bytes(item: dict) -> bytes:
     response = requests.get(item["thumbnailUrl"])
     assert response.status_code == 200
-    return Image.open(io.BytesIO(response.content))
+    return response.content
+
+
+def jpeg_markers(data: bytes) -> list[int]:
+    """The markers of a JPEG up to its first scan (read here, not with the code under test)."""
+    assert data[:2] == b"\xff\xd8", data[:16]
+    markers, pos = [0xD8], 2
+    while pos < len(data):
+        assert data[pos] == 0xFF, f"no marker at {pos}"
+        marker = data[pos + 1]
+        markers.append(marker)
+        if marker == 0xDA:
+            return markers
+        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    raise AssertionError("no scan")
+
+
+def assert_no_metadata(thumbnail: bytes) -> None:
+    """No APPn segment but a JFIF header, no comment, no EXIF/XMP/ICC bytes, nothing Pillow reads as metadata."""
+    markers = jpeg_markers(thumbnail)
+    assert not [m for m in markers if 0xE1 <= m <= 0xEF or m == 0xFE], [hex(m) for m in markers]
+    for needle in (b"Exif", b"ICC_PROFILE", b"xmpmeta", b"Acacia", b"Lavc", b"Photoshop"):
+        assert needle not in thumbnail, needle
+    with Image.open(io.BytesIO(thumbnail)) as decoded:
+        assert not decoded.getexif() and "icc_profile" not in decoded.info and "comment" not in decoded.info
 
 
 @pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("TIFF", "tiff"), ("BMP", "bmp")])
@@ -113,7 +142,9 @@ def test_video_probe_and_thumbnail(gateway, user, tmp_path, name, args, codec):
     assert item["type"] == "videos"
     assert (item["width"], item["height"], item["codec"]) == (320, 240, codec)
     assert abs(item["duration"] - 3) < 0.2 and item["frameRate"] == 25
-    assert fetch_thumbnail(item).size == (320, 240)
+    frame = thumbnail_bytes(item)
+    assert Image.open(io.BytesIO(frame)).size == (320, 240)
+    assert_no_metadata(frame)  # ffmpeg's encoder comment included
 
 
 def test_hostile_and_broken_files_fail_their_job_only(gateway, user, tmp_path):
@@ -178,7 +209,8 @@ def test_progress_and_status_events(gateway, user):
         for line in stream.iter_lines(decode_unicode=True):
             if line.startswith("event:"):
                 events.append(line.split(":", 1)[1].strip())
-            if "media.status" in events:
+            # uploads and media are separate documents: their events need not come in this order
+            if {"upload.progress", "upload.completed", "media.status"} <= set(events):
                 return
 
     reader = threading.Thread(target=read, daemon=True)
@@ -189,3 +221,129 @@ def test_progress_and_status_events(gateway, user):
     stream.close()
     assert "upload.progress" in events and "upload.completed" in events and "media.status" in events
     assert requests.get(gateway.url + "/api/events").status_code == 401
+
+
+# -- thumbnails carry no metadata -----------------------------------------------------------
+
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="Jane Owner"/></rdf:RDF></x:xmpmeta>')
+
+
+def swapped_profile() -> bytes:
+    """An RGB profile with sRGB's red and blue primaries swapped: pure red in it is blue in sRGB."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    tags = {bytes(icc[132 + 12 * i:136 + 12 * i]): 132 + 12 * i for i in range(struct.unpack(">I", icc[128:132])[0])}
+    red, blue = tags[b"rXYZ"], tags[b"bXYZ"]
+    icc[red + 4:red + 12], icc[blue + 4:blue + 12] = icc[blue + 4:blue + 12], icc[red + 4:red + 12]
+    return bytes(icc)
+
+
+@pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("WEBP", "webp"), ("PNG", "png")])
+def test_thumbnails_carry_no_metadata_and_are_srgb(gateway, user, fmt, ext):
+    picture = Image.new("RGB", (800, 600), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x010E] = "at home, 12 Acacia Avenue"  # ImageDescription
+    exif[0x010F] = "PhoneMaker"
+    out = io.BytesIO()
+    extra = {"comment": "Comment: 12 Acacia Avenue, Springfield"} if fmt == "JPEG" else {}
+    picture.save(out, fmt, exif=exif, xmp=XMP, icc_profile=swapped_profile(), **extra)
+    item = settled(gateway, user, upload(gateway, user, out.getvalue(), f"tagged.{ext}")["id"])
+    assert item["status"] == "ready", item["reason"]
+    thumbnail = thumbnail_bytes(item)
+    assert_no_metadata(thumbnail)
+    r, g, b = Image.open(io.BytesIO(thumbnail)).convert("RGB").getpixel((10, 10))
+    assert b > 200 and r < 60, "pixels moved from the source's profile into sRGB"
+
+
+# -- downloads named after the original -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name,ascii_name,encoded", [
+    ("holiday.png", "holiday-thumbnail.jpg", "holiday-thumbnail.jpg"),
+    ("Frühstück am See.png", "Fr_hst_ck am See-thumbnail.jpg", "Fr%C3%BChst%C3%BCck%20am%20See-thumbnail.jpg"),
+])
+def test_thumbnail_downloads_are_named_after_the_original(gateway, user, name, ascii_name, encoded):
+    item = settled(gateway, user, upload(gateway, user, image("PNG"), name)["id"])
+    response = requests.get(item["thumbnailUrl"])
+    assert response.status_code == 200
+    disposition = response.headers["Content-Disposition"]
+    assert f'filename="{ascii_name}"' in disposition
+    assert f"filename*=UTF-8''{encoded}" in disposition
+
+
+# -- failure reasons say what went wrong ----------------------------------------------------
+
+
+def test_failure_reasons_say_what_went_wrong(gateway, user, tmp_path):
+    audio = tmp_path / "voice.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(audio)],
+                   check=True, timeout=120)
+    video = make_video(tmp_path, "whole.mp4", "-c:v", "libx264", "-pix_fmt", "yuv420p")  # index at the end
+    bomb = io.BytesIO()
+    Image.new("1", (30000, 30000)).save(bomb, "PNG")
+    cases = {
+        "voice.mp4": (audio.read_bytes(), "the video could not be decoded (no video stream)"),
+        "cut.mp4": (video[: len(video) // 3], "the video could not be read"),
+        "bomb.png": (bomb.getvalue(), "the image is too large to process (900 megapixels, limit 50 megapixels)"),
+        "corrupt.jpg": (b"\xff\xd8\xff\xe0" + random_bytes(50_000, seed=60), None),
+    }
+    for name, (data, expected) in cases.items():
+        item = settled(gateway, user, upload(gateway, user, data, name)["id"])
+        assert item["status"] == "failed", (name, item)
+        reason = item["reason"]
+        assert "ffmpeg" not in reason and "ffprobe" not in reason and "Error" not in reason, reason
+        if expected is None:
+            assert reason in ("the image is damaged or incomplete", "the file is not a supported image"), reason
+        else:
+            assert reason.startswith(expected), (name, reason)
+
+
+# -- processing admitted by a memory budget -------------------------------------------------
+
+
+def noisy_png(size: tuple[int, int], seed: int) -> bytes:
+    """A PNG that compresses little, so its job costs what its pixels say."""
+    out = io.BytesIO()
+    Image.frombytes("L", size, random_bytes(size[0] * size[1], seed=seed)).convert("RGB").save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def test_jobs_larger_than_the_processing_budget_fail_with_their_figures(start_gateway, tmp_path):
+    gateway = start_gateway("local", PROCESSING_MEMORY_BUDGET="16MiB")
+    owner = register(gateway)
+    large = upload(gateway, owner, noisy_png((2500, 2000), seed=70), "large.png")  # 5 MP decoded: 20 MB
+    small = upload(gateway, owner, image("PNG"), "small.png")
+    clip = upload(gateway, owner, make_video(tmp_path, "clip.mp4", "-c:v", "libx264", "-pix_fmt", "yuv420p"), "clip.mp4")
+    refused = settled(gateway, owner, large["id"])
+    assert refused["status"] == "failed"
+    assert refused["reason"].startswith("the image is too large to process (5 megapixels, it needs about ")
+    assert refused["reason"].endswith("MiB of memory, limit 16 MiB)")
+    assert settled(gateway, owner, small["id"])["status"] == "ready", "a job within the budget runs"
+    video = settled(gateway, owner, clip["id"])
+    assert video["status"] == "failed" and video["reason"].startswith("the video is too large to process (")
+
+
+def test_jobs_wait_for_memory_and_every_one_is_made(start_gateway):
+    idle = start_gateway("local", PROCESSING_CONCURRENCY="0")
+    owner = register(idle)
+    # each job costs about 33 MiB (pixels and file copies): one at a time in a 40 MiB budget
+    items = [upload(idle, owner, noisy_png((1800, 1500), seed=80 + n), f"wait-{n}.png") for n in range(6)]
+    idle.kill()
+    worker = start_gateway("local", share=idle, PROCESSING_CONCURRENCY="3", PROCESSING_QUEUE="0",
+                           PROCESSING_MEMORY_BUDGET="40MiB", PROCESSING_SWEEP_INTERVAL="3600")
+    # the start sweep takes 3 (the queue holds no more); the rest is taken as jobs end, not by a later sweep
+    for item in items:
+        done = settled(worker, owner, item["id"], timeout=120)
+        assert done["status"] == "ready", done["reason"]
+    assert "processing job waited for memory" in worker.log()
+
+
+def test_an_image_whose_header_lies_past_the_first_mebibyte_is_admitted_whole(gateway, user):
+    out = io.BytesIO()
+    Image.new("RGB", (1200, 900), (0, 0, 255)).save(out, "JPEG", icc_profile=bytes(1_500_000))  # 1.5 MB before the frame header
+    item = settled(gateway, user, upload(gateway, user, out.getvalue(), "profiled.jpg")["id"])
+    assert item["status"] == "ready", item["reason"]
+    assert (item["width"], item["height"]) == (1200, 900)
+    thumbnail = thumbnail_bytes(item)
+    assert_no_metadata(thumbnail)
+    assert Image.open(io.BytesIO(thumbnail)).convert("RGB").getpixel((5, 5))[2] > 200

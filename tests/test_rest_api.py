@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
@@ -89,7 +90,7 @@ def test_wrong_credentials_give_no_hint(gateway, user):
     assert wrong_password.json() == unknown_user.json()
 
 
-@pytest.mark.parametrize("password", ["short1", "onlyletters", "1234567890", "aaaaaaaa1", "x" * 200 + "1"])
+@pytest.mark.parametrize("password", ["short1", "onlyletters", "1234567890", "password1234", "x" * 256 + "1"])
 def test_weak_passwords_are_refused(gateway, password):
     response = register(gateway, "weak" + uuid.uuid4().hex[:6], password=password)
     assert response.status_code == 400
@@ -338,6 +339,21 @@ def test_security_headers(gateway):
     assert "Strict-Transport-Security" in headers
     assert "Server" not in headers
     assert headers["X-Request-Id"]
+
+
+def test_the_page_may_play_media_only_from_the_gateway_and_its_stores_signed_urls(gateway, user):
+    """Videos play in the page from the store's own signed URLs (S3), so the CSP's media-src names
+    exactly that origin beside the gateway's; a store that signs nothing adds no origin."""
+    policy = requests.get(gateway.url + "/health").headers["Content-Security-Policy"]
+    directives = {name: rest.split() for name, _, rest in (part.strip().partition(" ") for part in policy.split(";"))}
+    item = upload_file(gateway, user, b"a signed original").json()
+    signed = requests.get(f"{gateway.url}/api/media/{item['id']}", headers=user["headers"]).json()["url"]
+    if signed.startswith(gateway.url):  # the gateway signs: nothing but itself
+        assert directives["media-src"] == ["'self'", "blob:"]
+    else:
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(signed))
+        assert directives["media-src"] == ["'self'", "blob:", origin]
+    assert directives["img-src"] == ["'self'", "data:", "blob:"]
 
 
 def test_detailed_health(gateway):

@@ -246,6 +246,7 @@ class TusHandler(BaseHandler):
             return
         try:
             with self.holding_body():
+                await self.services.cpu_governor.pace()
                 await self._session.write(chunk)
             if self._hasher is not None:
                 self._hasher.update(chunk)
@@ -258,6 +259,7 @@ class TusHandler(BaseHandler):
             return None
         try:
             with self.holding_body():
+                await self.services.cpu_governor.pace()
                 return await self._session.receive_buffer(limit)
         except UploadError as exc:
             await self._refused_mid_body(exc)

@@ -2,7 +2,8 @@
 # records in its logs (namespace EMF_NAMESPACE; UploadBytes and UploadsCompleted by Service,
 # RequestLatency and ServerErrors by Service and Route), the rest from AWS/ApplicationELB and
 # AWS/ECS. Uploads in progress and the processing backlog have no EMF metric (the gateway exports
-# them on /metrics only), so those two widgets query the JSON logs with Logs Insights.
+# them on /metrics only), so those two widgets query the JSON logs with Logs Insights (the workers
+# log to the same group). With the worker service, a ninth widget shows the processing queue.
 
 locals {
   alb_dimensions    = ["LoadBalancer", aws_lb.main.arn_suffix]
@@ -10,7 +11,7 @@ locals {
   ecs_dimensions    = ["ClusterName", aws_ecs_cluster.main.name, "ServiceName", aws_ecs_service.gateway.name]
   log_source        = "SOURCE '${aws_cloudwatch_log_group.gateway.name}'"
 
-  dashboard_widgets = [
+  dashboard_widgets = concat([
     {
       type = "metric", x = 0, y = 0, width = 12, height = 6
       properties = {
@@ -92,7 +93,7 @@ locals {
       type = "alarm", x = 12, y = 18, width = 12, height = 6
       properties = {
         title = "Alarms"
-        alarms = [
+        alarms = concat([
           aws_cloudwatch_metric_alarm.alb_5xx.arn,
           aws_cloudwatch_metric_alarm.http_5xx_rate.arn,
           aws_cloudwatch_metric_alarm.unhealthy_hosts.arn,
@@ -100,9 +101,31 @@ locals {
           aws_cloudwatch_metric_alarm.latency_p99.arn,
           aws_cloudwatch_metric_alarm.cpu_high.arn,
           aws_cloudwatch_metric_alarm.memory_high.arn,
-        ]
+          ],
+          aws_cloudwatch_metric_alarm.dead_letter_messages[*].arn,
+          aws_cloudwatch_metric_alarm.queue_oldest_message[*].arn,
+          aws_cloudwatch_metric_alarm.hook_queue_oldest_message[*].arn,
+        )
       }
     },
+  ], local.queue_widgets)
+
+  # With the worker service: the processing queue (jobs waiting and being processed, the
+  # dead-letter queue) against the worker tasks running, which scaling follows.
+  queue_widgets = [
+    for queue in aws_sqs_queue.processing[*].name : {
+      type = "metric", x = 0, y = 24, width = 24, height = 6
+      properties = {
+        title  = "Processing queue: jobs waiting, being processed, dead-lettered; worker tasks running"
+        region = var.region, view = "timeSeries", period = 60
+        metrics = [
+          ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue, { stat = "Maximum", label = "jobs waiting" }],
+          ["AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", queue, { stat = "Maximum", label = "jobs being processed" }],
+          ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", aws_sqs_queue.processing_dead_letter[0].name, { stat = "Maximum", label = "jobs in the dead-letter queue" }],
+          ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", aws_ecs_cluster.main.name, "ServiceName", aws_ecs_service.worker[0].name, { stat = "Average", label = "worker tasks running", yAxis = "right" }],
+        ]
+      }
+    }
   ]
 }
 

@@ -36,7 +36,7 @@ resource "aws_ecs_task_definition" "gateway" {
     ]
     # SIGKILL this long after SIGTERM (Fargate's maximum, 120 s); SHUTDOWN_TIMEOUT below is shorter.
     stopTimeout = local.container_stop_timeout
-    environment = [
+    environment = concat([
       { name = "HOST", value = "0.0.0.0" },
       { name = "PORT", value = tostring(var.container_port) },
       # The gateway's mode, not this deployment's name: production refuses the embedded MongoDB
@@ -63,7 +63,26 @@ resource "aws_ecs_task_definition" "gateway" {
       { name = "LOG_FORMAT", value = "json" },
       { name = "DATA_DIR", value = "/tmp/mediaserver" },
       { name = "UPLOAD_MEMORY_BUDGET", value = "160MiB" },
-    ]
+      # Pace upload bodies to 90% of the task's CPU, so the kernel's quota never stops the process
+      # and a resuming client's HEAD is answered in milliseconds, not after quota periods of 75 ms
+      # (the task's own limit is not visible from inside the container, so it is given here).
+      { name = "INGEST_CPU_LIMIT", value = format("%.3f", var.task_cpu / 1024 * 0.9) },
+      ],
+      # With the worker service (worker.tf) the gateway sends each job to the queue and processes
+      # none itself: thumbnails no longer compete with ingest for this task's CPU and memory. Its
+      # sweep sends jobs again and fails those out of attempts by the same two numbers the workers
+      # and the queue use.
+      var.worker_enabled ? [
+        { name = "PROCESSING_QUEUE_URL", value = aws_sqs_queue.processing[0].url },
+        { name = "PROCESSING_CONCURRENCY", value = "0" },
+        { name = "PROCESSING_MAX_ATTEMPTS", value = tostring(var.processing_max_attempts) },
+        { name = "PROCESSING_VISIBILITY_TIMEOUT", value = tostring(var.processing_visibility_timeout) },
+      ] : [],
+      # Webhooks (hooks.tf; HOOK_SECRET is among the secrets) and an external identity provider
+      # (identity.tf), when turned on.
+      [for name, value in local.hook_environment : { name = name, value = value }],
+      [for name, value in local.identity_environment : { name = name, value = value }],
+    )
     # SSM parameters created outside Terraform (ssm.tf); only their ARNs are here.
     secrets = [
       for env_name, arn in local.secret_parameter_arns : { name = env_name, valueFrom = arn }

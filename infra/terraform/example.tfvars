@@ -13,3 +13,17 @@ image               = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/mediaserver:
 alarm_email         = "ops@example.com"
 monthly_budget_usd  = 300
 budget_alert_emails = ["ops@example.com", "finance@example.com"]
+# Processing in its own service, fed by SQS (worker.tf); worker_enabled = false keeps it in the gateway
+worker_enabled   = true
+worker_max_count = 10
+# Webhooks, off unless set (README: Webhooks); the signing secret is the SSM parameter
+# /mediaserver/<environment>/hook-secret, created like the others
+# hook_url         = "https://hooks.example.com/mediaserver"
+# hook_events      = ["post-finish", "media-ready", "media-failed"]
+# hook_sqs_enabled = true
+# An identity provider's tokens besides the gateway's own, off unless set (README: Identity provider)
+# jwt_jwks_url    = "https://idp.example.com/realms/media/protocol/openid-connect/certs"
+# jwt_issuer      = "https://idp.example.com/realms/media"
+# jwt_audience    = "mediaserver-api"
+# jwt_role_claim  = "realm_access.roles"
+# jwt_admin_roles = ["media-admin"]

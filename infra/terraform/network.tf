@@ -147,3 +147,42 @@ resource "aws_vpc_endpoint" "s3" {
     }
   }
 }
+
+# The worker tasks (worker.tf): nothing reaches them but operators, on WORKER_PORT (/health and
+# /metrics); they reach AWS APIs (SQS, S3, SSM, ECR, CloudWatch) and MongoDB.
+resource "aws_security_group" "worker" {
+  count       = local.worker_count
+  name        = "mediaserver-${var.environment}-worker"
+  description = "MediaServer worker tasks: operators on the worker port only"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "worker_operators" {
+  for_each                     = var.worker_enabled ? toset(var.operator_security_group_ids) : toset([])
+  security_group_id            = aws_security_group.worker[0].id
+  description                  = "Operators and Prometheus: /health and /metrics on the worker port"
+  referenced_security_group_id = each.value
+  ip_protocol                  = "tcp"
+  from_port                    = var.worker_port
+  to_port                      = var.worker_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "worker_https" {
+  count             = local.worker_count
+  security_group_id = aws_security_group.worker[0].id
+  description       = "HTTPS to AWS APIs (SQS, S3, SSM, ECR, CloudWatch)"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_egress_rule" "worker_mongodb" {
+  count             = local.worker_count
+  security_group_id = aws_security_group.worker[0].id
+  description       = "MongoDB (Atlas or DocumentDB) on its standard port"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 27017
+  to_port           = 27017
+}

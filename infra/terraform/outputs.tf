@@ -52,3 +52,33 @@ output "s3_gateway_endpoint_id" {
   description = "The S3 gateway endpoint on the private route tables (null when create_s3_gateway_endpoint is false)."
   value       = one(aws_vpc_endpoint.s3[*].id)
 }
+
+output "processing_queue_url" {
+  description = "PROCESSING_QUEUE_URL: the queue the gateway sends processing jobs to (null without the worker service)."
+  value       = one(aws_sqs_queue.processing[*].url)
+}
+
+output "processing_dead_letter_queue_url" {
+  description = "PROCESSING_DEAD_LETTER_QUEUE_URL: jobs that failed processing_max_attempts times (null without the worker service)."
+  value       = one(aws_sqs_queue.processing_dead_letter[*].url)
+}
+
+output "worker_service_name" {
+  description = "ECS service of the workers (null when worker_enabled is false); the deploy waits for it too."
+  value       = one(aws_ecs_service.worker[*].name)
+}
+
+output "worker_task_family" {
+  description = "Task definition family of the workers (null when worker_enabled is false)."
+  value       = one(aws_ecs_task_definition.worker[*].family)
+}
+
+output "hook_queue_url" {
+  description = "HOOK_SQS_QUEUE_URL: the queue receiving webhook events (null unless hook_sqs_enabled)."
+  value       = one(aws_sqs_queue.hooks[*].url)
+}
+
+output "hook_queue_arn" {
+  description = "The hook queue's ARN, for the consumer's IAM policy (sqs:ReceiveMessage, sqs:DeleteMessage; kms:Decrypt with kms_key_arn) (null unless hook_sqs_enabled)."
+  value       = one(aws_sqs_queue.hooks[*].arn)
+}

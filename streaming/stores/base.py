@@ -110,6 +110,9 @@ class SignsUrls(Protocol):
     async def signed_url(self, key: str, expires_in: int, filename: str | None = None) -> str:
         """A URL that reads `key` for `expires_in` seconds (served inline as `filename`)."""
 
+    def url_origin(self) -> str:
+        """The origin (scheme://host[:port]) every URL of `signed_url` starts with."""
+
 
 async def store_part(store: ObjectStore, key: str, upload_id: str, number: int, data: memoryview, offset: int) -> str:
     """Store part `number` whose first byte sits at `offset`: in place where the store can."""

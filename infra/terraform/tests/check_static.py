@@ -12,7 +12,11 @@ and for the service stack that:
   - the timeouts along a request's path are in order (timeouts.tf) and used where they apply:
     CloudFront keep-alive < ALB idle timeout < IDLE_CONNECTION_TIMEOUT; SHUTDOWN_TIMEOUT <
     stopTimeout <= 120 s;
-  - the task's environment runs the gateway in production mode with the bucket's default encryption.
+  - the task's environment runs the gateway in production mode with the bucket's default encryption;
+  - the processing queue redrives after PROCESSING_MAX_ATTEMPTS and hides a job for
+    PROCESSING_VISIBILITY_TIMEOUT, the same variables the gateway's and the worker's environments
+    use; the queues (the hook queue too) are encrypted; the worker runs `mediaserver worker` with
+    the gateway's drain timeouts, in production mode, on Fargate Spot.
 `terraform validate` and `terraform test` (tests/plan.tftest.hcl) check more when terraform is installed.
 """
 
@@ -186,6 +190,31 @@ def check_service(stack: Stack, errors: list[str]) -> None:
             r'name\s*=\s*"ENVIRONMENT",\s*value\s*=\s*"production"',
             r'name\s*=\s*"S3_SSE",\s*value\s*=\s*""',
             r'name\s*=\s*"METRICS_PORT",\s*value\s*=\s*tostring\(var\.metrics_port\)',
+            r'name\s*=\s*"PROCESSING_CONCURRENCY",\s*value\s*=\s*"0"',
+            r'name\s*=\s*"PROCESSING_MAX_ATTEMPTS",\s*value\s*=\s*tostring\(var\.processing_max_attempts\)',
+            r'name\s*=\s*"PROCESSING_VISIBILITY_TIMEOUT",\s*value\s*=\s*tostring\(var\.processing_visibility_timeout\)',
+        ],
+        # the queue redrives after the attempts the worker counts, and hides a job as long as it says
+        "queue.tf": [
+            r"maxReceiveCount\s*=\s*var\.processing_max_attempts\b",
+            r"visibility_timeout_seconds\s*=\s*var\.processing_visibility_timeout\b",
+            r"sqs_managed_sse_enabled\s*=",
+            r"kms_master_key_id\s*=\s*var\.kms_key_arn\b",
+        ],
+        # the webhooks' queue: encrypted like the processing queues
+        "hooks.tf": [
+            r"sqs_managed_sse_enabled\s*=",
+            r"kms_master_key_id\s*=\s*var\.kms_key_arn\b",
+        ],
+        "worker.tf": [
+            r'command\s*=\s*\["mediaserver",\s*"worker"\]',
+            r'name\s*=\s*"SHUTDOWN_TIMEOUT",\s*value\s*=\s*tostring\(local\.gateway_shutdown_timeout\)',
+            r"stopTimeout\s*=\s*local\.container_stop_timeout\b",
+            r'name\s*=\s*"ENVIRONMENT",\s*value\s*=\s*"production"',
+            r'name\s*=\s*"S3_SSE",\s*value\s*=\s*""',
+            r'name\s*=\s*"PROCESSING_MAX_ATTEMPTS",\s*value\s*=\s*tostring\(var\.processing_max_attempts\)',
+            r'name\s*=\s*"PROCESSING_VISIBILITY_TIMEOUT",\s*value\s*=\s*tostring\(var\.processing_visibility_timeout\)',
+            r'capacity_provider\s*=\s*"FARGATE_SPOT"',
         ],
     }
     for name, patterns in wanted.items():
