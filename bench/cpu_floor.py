@@ -23,7 +23,6 @@ import hashlib
 import os
 import sys
 import tempfile
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

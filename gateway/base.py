@@ -22,7 +22,6 @@ from auth.current_user import CurrentUserMixin
 from auth.oidc import ExternalTokenVerifier
 from auth.revocation import TokenChecker
 from auth.tokens import Principal, TokenIssuer
-from gateway.security_headers import security_headers
 from gateway.body_pace import BodyPace
 from gateway.errors import ApiError, answer_for, token_missing
 from gateway.net import client_ip, client_protocol, decimal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -106,11 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_to_pipe(text: str) -> int:
+    """Print `text`; a reader that stops early (`mediaserver config | head`) ends it quietly."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
-        print(describe_json() if args.json else describe())
-        return 0
+        return print_to_pipe(describe_json() if args.json else describe())
     if args.command == "register":
         from gateway.upload_cli import register
 

@@ -49,15 +49,18 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 15) -> None:
 class GatewayProcess:
     """A `mediaserver serve` child process with its own environment."""
 
+    #: the `mediaserver` command it runs, what it is called in messages, the setting naming its port
+    command, name, port_setting = "serve", "gateway", "PORT"
+
     def __init__(self, env: dict[str, str], data_dir: Path) -> None:
         self.env = env
         self.data_dir = Path(data_dir)
         self.process: subprocess.Popen | None = None
-        self.log_path = self.data_dir / f"gateway-{env['PORT']}.log"
+        self.log_path = self.data_dir / f"{self.name}-{env[self.port_setting]}.log"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.env['PORT']}"
+        return f"http://127.0.0.1:{self.env[self.port_setting]}"
 
     @property
     def files_url(self) -> str:
@@ -69,19 +72,19 @@ class GatewayProcess:
         environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [os.environ.get("GATEWAY_PYTHON") or sys.executable, "-m", "gateway", "serve"], env=environment, cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT,
+                [os.environ.get("GATEWAY_PYTHON") or sys.executable, "-m", "gateway", self.command], env=environment,
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 time.sleep(0.1)
-        raise TimeoutError(f"gateway did not start:\n{self.log()}")
+        raise TimeoutError(f"{self.name} did not start:\n{self.log()}")
 
     def log(self) -> str:
         try:

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_token
 from tests.raw_http import Answer, request_bytes, send
-from tests.support import TUS, create_upload, patch, random_bytes
+from tests.support import TUS, random_bytes
 
 MiB = 1024 * 1024
 METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")  # every other method is labelled "other"

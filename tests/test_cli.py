@@ -92,6 +92,15 @@ def test_help_and_config():
     assert bad.returncode == 2 and "PORT" in bad.stderr
 
 
+def test_config_read_only_in_part_ends_quietly():
+    """`mediaserver config | head -1`: the reader goes away early; no traceback, exit 0."""
+    listing = subprocess.Popen([sys.executable, "-m", "gateway", "config"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    listing.stdout.close()  # gone before the listing is written (it would fit in the pipe's buffer)
+    errors = listing.stderr.read().decode()
+    assert listing.wait(60) == 0 and "Traceback" not in errors and "BrokenPipe" not in errors
+
+
 def test_unreachable_store_at_start_is_one_clear_error(tmp_path):
     """A store that cannot be reached at start: exit status 1 and one line saying why, no traceback."""
     env = {"PATH": "", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path), "PORT": str(free_port()),

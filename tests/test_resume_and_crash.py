@@ -7,11 +7,8 @@ import time
 
 import boto3
 import pytest
-import requests
 
-from tests.support import (
-    auth, create_upload, download, head, patch, random_bytes, raw_patch, read_status, sha256, wait_for_offset,
-)
+from tests.support import create_upload, download, head, patch, random_bytes, raw_patch, sha256, wait_for_offset
 
 MiB = 1024 * 1024
 FAST_LEASES = {"PART_SIZE": "5MiB", "LEASE_TTL": "2", "LEASE_WAIT": "4"}

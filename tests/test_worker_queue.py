@@ -10,12 +10,8 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Callable, Iterator
 
 import boto3
@@ -25,7 +21,7 @@ from PIL import Image
 from pymongo import MongoClient
 
 from tests.conftest import make_token
-from tests.support import ROOT, GatewayProcess, free_port, stop_process
+from tests.support import GatewayProcess, free_port
 
 VISIBILITY = 2
 
@@ -85,38 +81,13 @@ def queues(sqs) -> Iterator[Callable[..., dict[str, str]]]:
             pass
 
 
-class WorkerProcess:
+class WorkerProcess(GatewayProcess):
     """A `mediaserver worker` child process with its own environment."""
 
-    def __init__(self, env: dict[str, str], data_dir: Path) -> None:
-        self.env = env
-        self.port = int(env["WORKER_PORT"])
-        self.log_path = Path(data_dir) / f"worker-{self.port}.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30) -> None:
-        environment = dict(os.environ)
-        environment.update(self.env)
-        environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=environment, cwd=ROOT,
-                                            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise TimeoutError(f"worker did not start:\n{self.log()}")
+    command, name, port_setting = "worker", "worker", "WORKER_PORT"
 
     def log(self) -> str:
+        """The whole log (what `processed` counts in)."""
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
@@ -130,14 +101,6 @@ class WorkerProcess:
         text = requests.get(self.url + "/metrics", timeout=5).text
         match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        stop_process(self.process)
 
 
 @pytest.fixture
