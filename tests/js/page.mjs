@@ -288,11 +288,21 @@ async function keyboard(page) {
   // the widget is ready for files once it knows the server's size limit (it renders again then)
   await page.waitForFunction(() => window.uppy.opts.restrictions.maxFileSize > 0);
   const browse = await tabTo(page, (f) => f.name === 'browse', 25, order);
-  const chooser = page.waitForEvent('filechooser', { timeout: 20000 });
-  await page.keyboard.press('Enter');
-  await (await chooser.catch(async (err) => {
-    throw new Error(`no file chooser; focus on ${JSON.stringify(await focused(page))}: ${err.message}`);
-  })).setFiles([file]);
+  // Uppy may render the widget again just as Enter lands (its hidden file input replaced under
+  // the click), so a press that opens nothing is tried again, from the keyboard, a few times
+  let chooser = null;
+  for (let attempt = 1; attempt <= 3 && !chooser; attempt += 1) {
+    const opened = page.waitForEvent('filechooser', { timeout: 7000 });
+    await page.keyboard.press('Enter');
+    chooser = await opened.catch(async (err) => {
+      if (attempt === 3) {
+        throw new Error(`no file chooser after 3 presses; focus on ${JSON.stringify(await focused(page))}: ${err.message}`);
+      }
+      if ((await focused(page)).name !== 'browse') await tabTo(page, (f) => f.name === 'browse', 25, order);
+      return null;
+    });
+  }
+  await chooser.setFiles([file]);
   await page.waitForFunction(() => window.uppy.getFiles().length === 1);
   step('keyboard: upload');
   const complete = page.evaluate(() => new Promise((resolve) => window.uppy.once('complete', (r) => resolve(r.successful.length))));
