@@ -8,10 +8,12 @@ so a job's memory can be reserved before any pixel is decoded.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Iterator
 
 from PIL import Image, ImageCms
 
@@ -132,10 +134,39 @@ def _bomb(exc: BaseException, max_pixels: int) -> ImageRejected:
                          str(exc))
 
 
-def _rejection(exc: BaseException) -> ImageRejected:
+class _Undecodable(ImageRejected):
+    """Pillow could not read the file (damaged, cut short, or not an image it reads)."""
+
+
+def _rejection(exc: BaseException) -> _Undecodable:
     if isinstance(exc, Image.UnidentifiedImageError):
-        return ImageRejected(NOT_AN_IMAGE, str(exc))
-    return ImageRejected(DAMAGED, f"{type(exc).__name__}: {exc}")
+        return _Undecodable(NOT_AN_IMAGE, str(exc))
+    return _Undecodable(DAMAGED, f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _opened(data: bytes, max_pixels: int, doing: str) -> Iterator[Image.Image]:
+    """`data` opened by Pillow (pixels not yet decoded), refused above `max_pixels` before any
+    pixel is read; every way decoding can fail inside the block becomes an ImageRejected
+    (`_Undecodable` for files Pillow cannot read)."""
+    _register_heif()
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise too_many_pixels(width, height, max_pixels)
+                yield image
+        except ImageRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb(exc, max_pixels) from None
+        except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
+            raise _rejection(exc) from None
+        except MemoryError:
+            raise ImageRejected("the image is too large to process", f"MemoryError {doing}") from None
 
 
 def estimate(head: bytes, complete: bool, max_width: int, max_height: int, max_pixels: int) -> ImageEstimate | None:
@@ -151,27 +182,15 @@ def estimate(head: bytes, complete: bool, max_width: int, max_height: int, max_p
         if width * height > max_pixels:
             raise too_many_pixels(width, height, max_pixels)
         return ImageEstimate(width, height, width, height, "RGBA", 2 * 4 * width * height)
-    _register_heif()
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(head)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise too_many_pixels(width, height, max_pixels)
-                _draft(image, max_width, max_height, _orientation(image) in (5, 6, 7, 8))
-                return ImageEstimate(width, height, image.width, image.height, image.mode, _pixel_bytes(image))
-        except ImageRejected:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb(exc, max_pixels) from None
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
-            if not complete:
-                return None  # perhaps only cut short: the caller reads the whole file
-            raise _rejection(exc) from None
-        except MemoryError:
-            raise ImageRejected("the image is too large to process", "MemoryError reading its header") from None
+    try:
+        with _opened(head, max_pixels, "reading its header") as image:
+            width, height = image.size
+            _draft(image, max_width, max_height, _orientation(image) in (5, 6, 7, 8))
+            return ImageEstimate(width, height, image.width, image.height, image.mode, _pixel_bytes(image))
+    except _Undecodable:
+        if not complete:
+            return None  # perhaps only cut short: the caller reads the whole file
+        raise
 
 
 def make_thumbnail(data: bytes, max_width: int, max_height: int, max_pixels: int, quality: int = 82) -> ImageResult:
@@ -181,37 +200,22 @@ def make_thumbnail(data: bytes, max_width: int, max_height: int, max_pixels: int
     no metadata at all: no EXIF, XMP, IPTC, ICC profile or comment. Raises ImageRejected for
     images above `max_pixels` (checked before decoding pixel data), corrupt or unsupported images.
     """
-    _register_heif()
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise too_many_pixels(width, height, max_pixels)
-                source_format = image.format or "unknown"
-                orientation = _orientation(image)
-                rotated = orientation in (5, 6, 7, 8)
-                icc = image.info.get("icc_profile")
-                _draft(image, max_width, max_height, rotated)
-                # resize first, turn upright after: the rotation then moves thumbnail pixels only
-                image.thumbnail((max_height, max_width) if rotated else (max_width, max_height),
-                                Image.Resampling.LANCZOS, reducing_gap=2.0)
-                small = image.transpose(_TRANSPOSE[orientation]) if orientation != 1 else image
-                small = _to_srgb(small, icc)
-                if rotated:
-                    width, height = height, width
-                thumbnail = _encode(small, quality)
-                return ImageResult(width, height, source_format, thumbnail, small.width, small.height)
-        except ImageRejected:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb(exc, max_pixels) from None
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
-            raise _rejection(exc) from None
-        except MemoryError:
-            raise ImageRejected("the image is too large to process", "MemoryError while decoding") from None
+    with _opened(data, max_pixels, "while decoding") as image:
+        width, height = image.size
+        source_format = image.format or "unknown"
+        orientation = _orientation(image)
+        rotated = orientation in (5, 6, 7, 8)
+        icc = image.info.get("icc_profile")
+        _draft(image, max_width, max_height, rotated)
+        # resize first, turn upright after: the rotation then moves thumbnail pixels only
+        image.thumbnail((max_height, max_width) if rotated else (max_width, max_height),
+                        Image.Resampling.LANCZOS, reducing_gap=2.0)
+        small = image.transpose(_TRANSPOSE[orientation]) if orientation != 1 else image
+        small = _to_srgb(small, icc)
+        if rotated:
+            width, height = height, width
+        thumbnail = _encode(small, quality)
+        return ImageResult(width, height, source_format, thumbnail, small.width, small.height)
 
 
 def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:

@@ -16,6 +16,7 @@ import pytest
 import requests
 from PIL import Image, ImageCms
 
+from tests.jpeg_checks import assert_no_metadata
 from tests.support import create_upload, head, patch, random_bytes
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
@@ -68,30 +69,6 @@ def thumbnail_bytes(item: dict) -> bytes:
     response = requests.get(item["thumbnailUrl"])
     assert response.status_code == 200
     return response.content
-
-
-def jpeg_markers(data: bytes) -> list[int]:
-    """The markers of a JPEG up to its first scan (read here, not with the code under test)."""
-    assert data[:2] == b"\xff\xd8", data[:16]
-    markers, pos = [0xD8], 2
-    while pos < len(data):
-        assert data[pos] == 0xFF, f"no marker at {pos}"
-        marker = data[pos + 1]
-        markers.append(marker)
-        if marker == 0xDA:
-            return markers
-        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
-    raise AssertionError("no scan")
-
-
-def assert_no_metadata(thumbnail: bytes) -> None:
-    """No APPn segment but a JFIF header, no comment, no EXIF/XMP/ICC bytes, nothing Pillow reads as metadata."""
-    markers = jpeg_markers(thumbnail)
-    assert not [m for m in markers if 0xE1 <= m <= 0xEF or m == 0xFE], [hex(m) for m in markers]
-    for needle in (b"Exif", b"ICC_PROFILE", b"xmpmeta", b"Acacia", b"Lavc", b"Photoshop"):
-        assert needle not in thumbnail, needle
-    with Image.open(io.BytesIO(thumbnail)) as decoded:
-        assert not decoded.getexif() and "icc_profile" not in decoded.info and "comment" not in decoded.info
 
 
 @pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("TIFF", "tiff"), ("BMP", "bmp")])
