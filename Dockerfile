@@ -40,12 +40,14 @@ RUN apt-get update \
 COPY requirements.lock /tmp/requirements.lock
 RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels && pip check
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels && pip check \
+    && python -m streaming.stores.s3_model /opt/mediaserver
 
 ENV HOST=0.0.0.0 \
     PORT=3000 \
     STORAGE_BACKEND=s3 \
     DATA_DIR=/data \
+    S3_MODEL_DIR=/opt/mediaserver \
     LOG_FORMAT=json \
     PYTHONUNBUFFERED=1
 USER 1001:1001

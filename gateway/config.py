@@ -146,6 +146,8 @@ class Settings:
     s3_max_workers: int = option("S3_MAX_WORKERS", 16, "Threads running S3 calls (bounds concurrent S3 requests of the process).", int)
     s3_max_attempts: int = option("S3_MAX_ATTEMPTS", 5, "Attempts per S3 call (standard retry mode).", int)
     s3_payload_signing: str = option("S3_PAYLOAD_SIGNING", "auto", "Whether each S3 request signs its body's sha256 (a second pass over every byte): auto (only over plain HTTP; over HTTPS the body's CRC32 travels in a signed header, as the AWS SDKs stream uploads), on, or off.", _choice("auto", "on", "off"))
+    s3_trimmed_model: bool = option("S3_TRIMMED_MODEL", True, "Give the S3 client only the operations the store calls (a copy of botocore's data made once per botocore version under S3_MODEL_DIR): about 11 MiB less memory per process; off: botocore's full data.", _bool)
+    s3_model_dir: str = option("S3_MODEL_DIR", "", "Folder holding the trimmed S3 client data ('' = DATA_DIR/cache); the image makes it at build time.")
 
     # --- metadata
     mongodb_uri: str = option("MONGODB_URI", "", "MongoDB connection string; empty starts the embedded wire server with its file in DATA_DIR.")

@@ -54,6 +54,7 @@ from streaming.locking import UploadLocker
 from streaming.stores.base import ObjectStore, SignsUrls, StoreError
 from streaming.stores.local import LocalStore
 from streaming.stores.s3 import S3Store
+from streaming.stores.s3_model import trimmed_data
 
 log = logging.getLogger("mediaserver")
 
@@ -390,6 +391,8 @@ def build_store(settings: Settings, executor: ThreadPoolExecutor, on_call=None) 
             max_attempts=settings.s3_max_attempts,
             max_connections=settings.s3_max_workers,
             payload_signing=settings.s3_payload_signing,
+            data_path=trimmed_data(Path(settings.s3_model_dir or Path(settings.data_dir) / "cache"))
+            if settings.s3_trimmed_model else None,
             on_call=on_call,
         )
     return LocalStore(Path(settings.data_dir) / "store", executor, direct_io=settings.local_direct_io)

@@ -27,6 +27,19 @@ from tests.support import GatewayProcess, free_port, wait_for_port
 JWT_SECRET = "test-secret-" + "x" * 40
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_s3_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One folder of trimmed S3 client data for every gateway of the run (made by the first)."""
+    folder = tmp_path_factory.mktemp("s3-model")
+    before = os.environ.get("S3_MODEL_DIR")
+    os.environ["S3_MODEL_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("S3_MODEL_DIR", None)
+    else:
+        os.environ["S3_MODEL_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A MongoDB server URI: TEST_MONGODB_URI, or an nx-27017 process started here."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ import requests
 from streaming.stores.base import CopiesParts, ObjectNotFound, PartRef, SignsUrls, StoreError, WritesPartsInPlace, store_part
 from streaming.stores.local import LocalStore
 from streaming.stores.s3 import S3Store
+from streaming.stores.s3_model import trimmed_data
 from tests.support import random_bytes
 
 MiB = 1024 * 1024
@@ -23,13 +26,13 @@ async def store(request, tmp_path, s3_server):
     if request.param == "local":
         instance = LocalStore(tmp_path, executor)
     else:
-        import os
-
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             if name in s3_server:
                 os.environ.setdefault(name, s3_server[name])
+        # the client reads the trimmed botocore data, as the gateway's does
         instance = S3Store(s3_server["S3_BUCKET"], executor, region=s3_server["AWS_REGION"],
-                           endpoint_url=s3_server["S3_ENDPOINT_URL"] or None)
+                           endpoint_url=s3_server["S3_ENDPOINT_URL"] or None,
+                           data_path=trimmed_data(Path(os.environ["S3_MODEL_DIR"])))
         await instance.ensure_bucket()
     yield instance
     await instance.close()

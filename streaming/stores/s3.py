@@ -18,6 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming.stores.base import ObjectNotFound, PartRef, StoreError
+from streaming.stores.s3_model import client_session
 
 try:  # ISA-L's CRC32 is the same function as zlib's, about 15x faster (carry-less multiply)
     from isal.isal_zlib import crc32
@@ -133,13 +134,15 @@ class S3Store:
         max_attempts: int = 5,
         max_connections: int = 16,
         payload_signing: str = "auto",
+        data_path: str | None = None,
         on_call: Callable[[str, float, bool, int], None] | None = None,
     ) -> None:
         self.bucket = bucket
         self._executor = executor
         self._sse = {"ServerSideEncryption": sse} if sse else {}
         self._on_call = on_call
-        self._client = boto3.session.Session().client(
+        # `data_path`: botocore data trimmed to the operations called here (see s3_model)
+        self._client = boto3.session.Session(botocore_session=client_session(data_path)).client(
             "s3",
             region_name=region,
             endpoint_url=endpoint_url or None,
