@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -276,13 +277,25 @@ def task_limits_from_args(cpu: str | None, memory: str | None, folder: Path) -> 
         raise SystemExit(2)
 
 
+def premade_s3_model(python: str) -> str:
+    """A folder of the trimmed S3 client data, made once by `python` outside any task group, as
+    the image build makes it: a gateway started on a fresh DATA_DIR would otherwise make it in a
+    child process inside its group (tens of MiB for a moment) on every start."""
+    folder = Path(tempfile.gettempdir()) / f"mediaserver-bench-s3-model-{os.getuid()}"
+    subprocess.run([python, "-m", "streaming.stores.s3_model", str(folder)], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    return str(folder)
+
+
 @contextlib.contextmanager
 def gateway_python(group: TaskGroup | None):
-    """While inside, GatewayProcess (tests/support.py) starts the gateway through `group`'s wrapper."""
+    """While inside, GatewayProcess (tests/support.py) starts the gateway through `group`'s wrapper
+    (with the trimmed S3 client data made beforehand, outside the group)."""
     if group is None:
         yield
         return
     before = os.environ.get("GATEWAY_PYTHON")
+    os.environ.setdefault("S3_MODEL_DIR", premade_s3_model(before or sys.executable))
     os.environ["GATEWAY_PYTHON"] = group.wrapper(before or sys.executable)
     try:
         yield

@@ -44,9 +44,8 @@ SHIPPED_VENV = ROOT / ".venv-gateway"
 def use_shipped_gateway() -> str:
     """Make the benches' gateways run from an install holding only the package's own requirements.
 
-    The test venv also holds moto, schemathesis and cryptography, and PyJWT loads cryptography
-    when it is there: that adds about 9 MiB to the gateway's RSS that a deployed gateway (the
-    Docker image installs only `pip install .`) does not have. The venv is made on first use
+    The test venv also holds moto, schemathesis and their dependencies, which a deployed gateway
+    (the Docker image installs only `pip install .`) does not have. The venv is made on first use
     (`pip install -e .`, so it runs this checkout's code) in .venv-gateway. GATEWAY_PYTHON, when
     set, wins (`GATEWAY_PYTHON=current` runs the gateway with this interpreter). Returns a line
     that says which Python runs the gateways.

@@ -246,7 +246,7 @@ class TusHandler(BaseHandler):
             return
         try:
             with self.holding_body():
-                await self.services.cpu_governor.pace()
+                await self._hold_to_cpu_share()
                 await self._session.write(chunk)
             if self._hasher is not None:
                 self._hasher.update(chunk)
@@ -259,7 +259,7 @@ class TusHandler(BaseHandler):
             return None
         try:
             with self.holding_body():
-                await self.services.cpu_governor.pace()
+                await self._hold_to_cpu_share()
                 return await self._session.receive_buffer(limit)
         except UploadError as exc:
             await self._refused_mid_body(exc)
@@ -276,6 +276,12 @@ class TusHandler(BaseHandler):
                 await self._session.take_received(count)
         except UploadError as exc:
             await self._refused_mid_body(exc)
+
+    async def _hold_to_cpu_share(self) -> None:
+        """Wait as INGEST_CPU_LIMIT asks, this body counted among its upload owner's (each user's
+        bodies together get a fair share of the ceiling)."""
+        assert self._session is not None
+        await self.services.cpu_governor.pace(self._session.record.owner or "", id(self))
 
     def on_connection_close(self) -> None:
         """The client went away mid-body: keep what arrived, give the lease back."""

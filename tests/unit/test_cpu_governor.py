@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Settings
-from gateway.cpu_governor import QUOTA_SHARE, CpuGovernor, cgroup_cpu_quota, ingest_cpu_ceiling
+from gateway.cpu_governor import QUOTA_SHARE, CpuGovernor, UserShares, cgroup_cpu_quota, ingest_cpu_ceiling
 
 
 class Clocks:
@@ -127,3 +127,67 @@ def test_a_bad_setting_is_refused(text, monkeypatch):
     monkeypatch.setenv("INGEST_CPU_LIMIT", text)
     with pytest.raises(ValueError):
         Settings.from_env()
+
+
+# -- fair shares among users ------------------------------------------------------------
+
+
+def test_weights_give_each_user_alike_whatever_their_bodies():
+    shares = UserShares(forget_after=2.0)
+    assert shares.weight("nobody") == 1.0
+    for body in range(3):
+        shares.seen("alone", body, 0.0)
+    assert shares.weight("alone") == 1.0  # one user: paced as without shares
+    for body in range(10, 19):
+        shares.seen("many", body, 0.5)
+    shares.seen("one", 99, 0.5)
+    # 13 bodies of 3 users: a body waits (its user's bodies x users / bodies) the plain pause
+    assert shares.weight("many") == pytest.approx(9 * 3 / 13)
+    assert shares.weight("one") == pytest.approx(1 * 3 / 13)
+    # bodies that stop asking are dropped at the next sweep, and users with them
+    shares.seen("one", 99, 3.0)
+    assert shares.weight("one") == 1.0 and shares.weight("many") == 1.0 and shares._count == 1
+
+
+def simulate(users: dict[str, int], *, cores: float = 0.225, seconds: float = 30.0,
+             chunk: int = 64 * 1024, cpu_per_chunk: float = 0.0005, fair: bool = True) -> dict[str, int]:
+    """Bytes each user gets through one process held to `cores`, `users[name]` bodies each, every
+    body reading chunks as fast as the governor lets it, as the handlers do: ask, sleep the pause
+    if any, read one chunk (one CPU; reading costs CPU and wall time; bodies run in time order)."""
+    clocks = Clocks()
+    pacer = governor(clocks, cores)
+    bodies = [{"user": name, "key": key, "at": 0.0, "slept": False}
+              for key, name in enumerate(name for name, count in users.items() for _ in range(count))]
+    got = dict.fromkeys(users, 0)
+    while clocks.wall < seconds:
+        body = min(bodies, key=lambda b: b["at"])
+        clocks.wall = max(clocks.wall, body["at"])
+        if not body["slept"]:
+            pause = pacer.pause_for(body["user"] if fair else None, body["key"])
+            if pause > 0:
+                body["at"], body["slept"] = clocks.wall + pause, True
+                continue
+        body["slept"] = False
+        clocks.cpu += cpu_per_chunk
+        clocks.wall += cpu_per_chunk
+        got[body["user"]] += chunk
+        body["at"] = clocks.wall
+    assert clocks.cpu / clocks.wall == pytest.approx(cores, rel=0.05)  # the ceiling holds either way
+    return got
+
+
+def test_a_user_with_many_bodies_does_not_crowd_out_a_user_with_one():
+    unfair = simulate({"many": 10, "one": 1}, fair=False)
+    assert unfair["one"] / unfair["many"] < 0.15  # per connection: the one body gets about 1/11
+    fair = simulate({"many": 10, "one": 1})
+    assert fair["one"] / fair["many"] > 0.8  # per user: close to even
+    assert sum(fair.values()) == pytest.approx(sum(unfair.values()), rel=0.05)  # and no less in all
+
+
+def test_three_users_with_20_2_and_1_bodies_get_about_a_third_each():
+    got = simulate({"a": 20, "b": 2, "c": 1})
+    assert min(got.values()) / max(got.values()) > 0.8
+
+
+def test_one_user_alone_is_paced_as_before():
+    assert simulate({"solo": 3}) == simulate({"solo": 3}, fair=False)

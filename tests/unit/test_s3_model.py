@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import botocore.loaders
-import pytest
 from botocore import xform_name
 
 from streaming.stores import s3 as s3_module
