@@ -4,6 +4,11 @@ Prints, in CPU seconds per GiB (user + system of this process, all threads):
   * the floors: one sha256 pass (the file digest), one CRC32 pass as the store computes it
     (the S3 part checksum), one copy of the bytes (socket buffer -> part buffer), and the
     CRC32 of the standard library for comparison;
+  * the network floors on loopback: receiving a GiB (recv_into a 1 MiB buffer, as the gateway
+    takes a body) and sending one (one sendall per part, as the store sends a part), over plain
+    TCP and over TLS (OpenSSL's default TLS 1.3 cipher; one write per 16 KiB record), the other
+    end in its own process. On loopback the sender's system time also holds the kernel's
+    receive path of the other end, so these floors are above what a NIC-bound send costs;
   * the S3 store alone: `S3Store.upload_part` of --parts parts of --part-size bytes from one
     in-memory buffer into moto, over plain HTTP and over TLS (moto served with a certificate
     made at run time), with the payload signed and unsigned where the transport allows both.
@@ -20,7 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import multiprocessing
 import os
+import socket
+import ssl
 import sys
 import tempfile
 import zlib
@@ -31,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3  # noqa: E402
 
-from bench.task_limits import start_moto_tls  # noqa: E402
+from bench.task_limits import make_tls_certificate, start_moto_tls  # noqa: E402
 from bench.upload import start_moto  # noqa: E402
 from gateway.config import _size  # noqa: E402
 from streaming.stores.s3 import S3Store, crc32  # noqa: E402
@@ -75,6 +83,61 @@ def floor_rows(view: memoryview, passes: int) -> list[tuple[str, float]]:
     return rows
 
 
+def _peer(role: str, tls: tuple[str, str] | None, size: int, part: int, ready) -> None:
+    """The other end of a loopback floor: a sink reading everything (role 'sink') or a source
+    sending `size` bytes in `part`-sized sendalls (role 'source'); reports its port on `ready`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    ready.put(listener.getsockname()[1])
+    conn, _ = listener.accept()
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        conn = context.wrap_socket(conn, server_side=True)
+    if role == "sink":
+        buffer = memoryview(bytearray(1 << 20))
+        while conn.recv_into(buffer):
+            pass
+    else:
+        data = memoryview(bytearray(os.urandom(part)))
+        for _ in range(size // part):
+            conn.sendall(data)
+    conn.close()
+
+
+def network_rows(view: memoryview, passes: int, folder: Path) -> list[tuple[str, float]]:
+    """CPU s/GiB of receiving and of sending `passes` x `view` over loopback TCP and TLS (this
+    process's side only)."""
+    ca, cert, key = make_tls_certificate(folder)
+    total = len(view) * passes
+    rows = []
+    spawn = multiprocessing.get_context("fork")
+    for tls in (None, (str(cert), str(key))):
+        for role in ("receive", "send"):
+            ready = spawn.Queue()
+            peer = spawn.Process(target=_peer, args=("source" if role == "receive" else "sink", tls, total,
+                                                     len(view), ready), daemon=True)
+            peer.start()
+            conn: socket.socket = socket.create_connection(("127.0.0.1", ready.get(timeout=30)))
+            if tls:
+                client = ssl.create_default_context(cafile=str(ca))
+                conn = client.wrap_socket(conn, server_hostname="127.0.0.1")
+            started = cpu_now()
+            if role == "receive":
+                buffer = memoryview(bytearray(1 << 20))
+                while conn.recv_into(buffer):
+                    pass
+            else:
+                for _ in range(passes):
+                    conn.sendall(view)
+            spent = cpu_now() - started
+            conn.close()
+            peer.join(60)
+            name = f"{role} over loopback {'TLS' if tls else 'TCP'}"
+            rows.append((name + (" (recv_into 1 MiB)" if role == "receive" else " (sendall per part)"),
+                         per_gib(spent, total)))
+    return rows
+
+
 async def store_cost(endpoint: str, view: memoryview, parts: int, signing: str) -> float:
     """CPU s/GiB of uploading `parts` parts of `view` through S3Store (moto's CPU not counted)."""
     bucket = "floor"
@@ -112,7 +175,11 @@ def main() -> None:
     print(f"CPU seconds per GiB on this machine ({os.cpu_count()} CPUs), parts of {args.part_size}")
     print("floors:")
     for name, value in floor_rows(view, passes):
-        print(f"  {name:40s} {value:6.3f}")
+        print(f"  {name:46s} {value:6.3f}")
+    with tempfile.TemporaryDirectory() as folder:
+        print("network floors (the other end in its own process, not counted):")
+        for name, value in network_rows(view, passes, Path(folder)):
+            print(f"  {name:46s} {value:6.3f}")
     print(f"S3 store alone ({args.parts} x {args.part_size} upload_part into moto; moto's CPU not counted):")
     with tempfile.TemporaryDirectory() as folder:
         servers = []
