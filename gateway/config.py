@@ -226,6 +226,7 @@ class Settings:
     processing_memory_budget: int = option("PROCESSING_MEMORY_BUDGET", 128 * MiB, "Memory all image and video jobs of the instance may hold at once; each job's cost is estimated before decoding (image: its size from the header, after JPEG shrink-on-load; video: per ffmpeg run by frame size) and waits its turn when the budget is taken; a job larger than the whole budget fails with a reason. Sized for a 512 MiB task next to UPLOAD_MEMORY_BUDGET.", _size)
     processing_video_memory: int = option("PROCESSING_VIDEO_MEMORY", 96 * MiB, "Memory reserved for, and the data-size limit (RLIMIT_DATA) of, an ffmpeg run whose video's frame size is unknown (known sizes are estimated from width x height).", _size)
     processing_queue: int = option("PROCESSING_QUEUE", 64, "Processing jobs that may wait in the instance beyond PROCESSING_CONCURRENCY; more stay pending in MongoDB and are taken when a job ends or at the next sweep.", int)
+    processing_queue_per_user: int = option("PROCESSING_QUEUE_PER_USER", 8, "Processing jobs of one user that may wait or run in the instance at once; more stay pending in MongoDB (the sweep skips that user's items while they are at it). Users waiting take turns for the PROCESSING_CONCURRENCY slots.", int)
 
     # --- processing queue and workers (`mediaserver worker`)
     processing_queue_url: str = option("PROCESSING_QUEUE_URL", "", "SQS queue URL of processing jobs: the gateway sends a message per finished upload and `mediaserver worker` processes them (a gateway with PROCESSING_CONCURRENCY > 0 takes jobs from the queue too); empty: jobs run in this gateway's process, as without workers.")
@@ -367,9 +368,10 @@ class Settings:
                              "PROCESSING_CONCURRENCY 0 or more")
         if self.processing_executor not in ("process", "thread"):
             raise ValueError("PROCESSING_EXECUTOR must be 'process' or 'thread'")
-        if self.processing_memory_budget < 16 * MiB or self.processing_video_memory < 32 * MiB or self.processing_queue < 0:
+        if self.processing_memory_budget < 16 * MiB or self.processing_video_memory < 32 * MiB or self.processing_queue < 0 \
+                or self.processing_queue_per_user < 1:
             raise ValueError("PROCESSING_MEMORY_BUDGET must be 16MiB or more, PROCESSING_VIDEO_MEMORY 32MiB or more, "
-                             "PROCESSING_QUEUE 0 or more")
+                             "PROCESSING_QUEUE 0 or more, PROCESSING_QUEUE_PER_USER 1 or more")
         width, _, height = self.thumbnail_size.lower().partition("x")
         if not (width.isascii() and width.isdigit() and height.isascii() and height.isdigit() and 16 <= int(width) <= 4096 and 16 <= int(height) <= 4096):
             raise ValueError("THUMBNAIL_SIZE must be WIDTHxHEIGHT between 16 and 4096")

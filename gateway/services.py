@@ -313,7 +313,7 @@ class ProcessNewMedia(UploadEvents):
     async def finished(self, record: UploadRecord) -> None:
         item = await self._media.get(record.id)
         if item is not None and item.status == PROCESSING:
-            self._processor.submit(item.id)
+            self._processor.submit(item.id, item.owner)
 
 
 class CompletionLog(UploadEvents):
@@ -340,6 +340,7 @@ def processing_limits(settings: Settings) -> ProcessingLimits:
         thumbnail_width=int(width), thumbnail_height=int(height), executor_kind=settings.processing_executor,
         file_sha256=settings.file_sha256, memory_budget=settings.processing_memory_budget,
         video_memory=settings.processing_video_memory, queue=settings.processing_queue,
+        queue_per_user=settings.processing_queue_per_user,
     )
 
 

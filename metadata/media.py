@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -105,8 +105,13 @@ class MediaRepository:
             [("updated_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
         return [MediaItem.from_document(d) async for d in cursor]
 
-    async def with_status(self, status: str, limit: int = 100) -> list[MediaItem]:
-        cursor = self._media.find({"status": status}).limit(limit)
+    async def with_status(self, status: str, limit: int = 100,
+                          excluding_owners: Sequence[str | None] = ()) -> list[MediaItem]:
+        """Up to `limit` items with `status`, but none of `excluding_owners` (None: items without an owner)."""
+        query: dict = {"status": status}
+        if excluding_owners:
+            query["owner"] = {"$nin": list(excluding_owners)}
+        cursor = self._media.find(query).limit(limit)
         return [MediaItem.from_document(d) async for d in cursor]
 
     async def purge_tombstones(self, older_than: float) -> int:

@@ -13,6 +13,7 @@ call `attempt` and `settle` under their own claim instead of `submit`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -28,6 +29,7 @@ from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable,
 from metadata.leases import LeaseRepository
 from metadata.media import FAILED, PROCESSING, READY, MediaConflict, MediaItem, MediaRepository
 from processing.budget import PROBE_COST, MemoryBudget, image_job_cost, video_frame_cost
+from processing.fair_slots import FairSlots
 from processing.images import ImageRejected, estimate, make_thumbnail, megapixels
 from processing.video import VideoRejected, probe, thumbnail
 
@@ -77,6 +79,7 @@ class ProcessingLimits:
     memory_budget: int = 128 * 1024 * 1024  # bytes all image and video jobs may hold at once (processing/budget.py)
     video_memory: int = 96 * 1024 * 1024  # reserved per ffmpeg run when the video's frame size is unknown
     queue: int = 64  # jobs waiting here at most; more stay pending in MongoDB for a later sweep
+    queue_per_user: int = 8  # jobs of one user waiting or running here at most; more stay pending
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,10 @@ class MediaProcessor:
         self.limits = limits
         self.source_url = source_url
         self.instance = uuid.uuid4().hex
-        self._slots = asyncio.Semaphore(limits.concurrency)
+        self._slots = FairSlots(limits.concurrency)  # users take turns for them
         self.budget = MemoryBudget(limits.memory_budget)
         self._running: dict[str, asyncio.Future] = {}
+        self._jobs_of: collections.Counter[str] = collections.Counter()  # owner -> jobs in _running
         self._turned_away = False  # a job was left to the sweep because the queue was full
         self._executor: Executor | None = None
         self.observers: list[Callable[[str, str, float], None]] = []  # (kind, outcome, seconds)
@@ -144,21 +148,33 @@ class MediaProcessor:
                     initargs=(self.limits.subprocess_memory,), max_tasks_per_child=100)
         return self._executor
 
-    def submit(self, media_id: str) -> bool:
-        """Process `media_id` soon (no-op when this instance already is); False when the queue is
-        full: the item stays pending in MongoDB and is submitted again once a job here ends."""
+    def _full(self) -> bool:
+        return len(self._running) >= self.limits.concurrency + self.limits.queue
+
+    def _user_full(self, owner: str) -> bool:
+        return self._jobs_of[owner] >= self.limits.queue_per_user
+
+    def submit(self, media_id: str, owner: str | None = None) -> bool:
+        """Process `media_id` of `owner` soon (no-op when this instance already is); False when
+        the queue, or `owner`'s part of it, is full: the item stays pending in MongoDB and is
+        submitted again by the sweep once a job here ends."""
         if media_id in self._running:
             return True
-        if len(self._running) >= self.limits.concurrency + self.limits.queue:
+        who = owner or ""
+        if self._full() or self._user_full(who):
             self._turned_away = True
             return False
-        task = asyncio.ensure_future(self._run(media_id))
+        task = asyncio.ensure_future(self._run(media_id, who))
         self._running[media_id] = task
-        task.add_done_callback(lambda done: self._job_ended(media_id, done))
+        self._jobs_of[who] += 1
+        task.add_done_callback(lambda done: self._job_ended(media_id, who, done))
         return True
 
-    def _job_ended(self, media_id: str, task: asyncio.Future) -> None:
+    def _job_ended(self, media_id: str, owner: str, task: asyncio.Future) -> None:
         self._running.pop(media_id, None)
+        self._jobs_of[owner] -= 1
+        if self._jobs_of[owner] <= 0:
+            del self._jobs_of[owner]
         if self._turned_away and not task.cancelled():
             self._turned_away = False
             asyncio.ensure_future(self._sweep_logged())
@@ -170,13 +186,18 @@ class MediaProcessor:
             log.warning("processing sweep failed", exc_info=True)
 
     async def sweep(self) -> int:
-        """Submit every pending item no live worker holds; return how many were submitted."""
+        """Submit every pending item no live worker holds, but those of users whose part of the
+        queue is full (their items are not even read); return how many were submitted."""
         submitted = 0
-        for item in await self.media.with_status(PROCESSING):
+        full = [owner or None for owner in self._jobs_of if self._user_full(owner)]  # "": no owner
+        if full:
+            self._turned_away = True  # their items wait for the sweep after a job of theirs ends
+        for item in await self.media.with_status(PROCESSING, excluding_owners=full):
+            if self._full():
+                self._turned_away = True
+                break  # the rest waits for the next sweep
             if item.id not in self._running and await self.leases.holder(f"media:{item.id}") is None:
-                if not self.submit(item.id):
-                    break  # the queue is full: the rest waits for the next sweep
-                submitted += 1
+                submitted += self.submit(item.id, item.owner)
         return submitted
 
     async def wait_idle(self) -> None:
@@ -190,11 +211,11 @@ class MediaProcessor:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, media_id: str) -> None:
+    async def _run(self, media_id: str, owner: str) -> None:
         holder = f"{self.instance}:{uuid.uuid4().hex}"
         lease_name = f"media:{media_id}"
         ttl = self.limits.job_timeout + 60
-        async with self._slots:
+        async with self._slots.slot(owner):
             if not await self.leases.try_acquire(lease_name, holder, ttl):
                 return
             try:

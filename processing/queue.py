@@ -136,8 +136,9 @@ class QueueDispatcher:
         self._sending: dict[str, asyncio.Task] = {}
         self.observers: list[Callable[[str], None]] = []  # "sent" or "send_failed"
 
-    def submit(self, media_id: str) -> None:
-        """Send `media_id`'s job soon; when `max_sending` sends are in flight, the sweep sends it later."""
+    def submit(self, media_id: str, owner: str | None = None) -> None:
+        """Send `media_id`'s job soon; when `max_sending` sends are in flight, the sweep sends it later.
+        (`owner` is for the in-process processor's turns; the queue's workers take jobs as they come.)"""
         if media_id in self._sending or len(self._sending) >= self.max_sending:
             return
         task = asyncio.ensure_future(self.send(media_id))
