@@ -268,6 +268,7 @@ class Settings:
     hook_confirm_grace: float = option("HOOK_CONFIRM_GRACE", 30.0, "Seconds after which an event whose writer stopped before confirming its commit is checked against the committed state (and sent or dropped).", float)
     hook_retention: float = option("HOOK_RETENTION", 7 * 24 * 3600.0, "Seconds an outbox row is kept (delivered and dead ones too); longer-pending ones are dropped.", float)
     hook_max_pending: int = option("HOOK_MAX_PENDING", 100_000, "Undelivered events the outbox may hold; past it new events are dropped (counted in mediaserver_hook_events_dropped_total).", int)
+    hook_max_pending_per_user: int = option("HOOK_MAX_PENDING_PER_USER", 10_000, "Undelivered events about one user's uploads the outbox may hold; past it that user's new events are dropped (counted), so one user's flood never takes other users' room under HOOK_MAX_PENDING.", int)
     hook_sqs_queue_url: str = option("HOOK_SQS_QUEUE_URL", "", "SQS queue receiving the same events (a .fifo queue gets the upload as message group and the event id as deduplication id); empty: none.")
     hook_sqs_endpoint_url: str = option("HOOK_SQS_ENDPOINT_URL", "", "Custom SQS endpoint (a test server); empty for AWS.")
 
@@ -387,9 +388,9 @@ class Settings:
         if (self.hook_timeout <= 0 or self.hook_max_attempts < 1 or self.hook_retry_base <= 0
                 or self.hook_retry_max < self.hook_retry_base or not 1 <= self.hook_concurrency <= 64
                 or self.hook_poll_interval <= 0 or self.hook_receive_interval < 0 or self.hook_confirm_grace <= 0
-                or self.hook_retention < 3600 or self.hook_max_pending < 1):
+                or self.hook_retention < 3600 or self.hook_max_pending < 1 or self.hook_max_pending_per_user < 1):
             raise ValueError("HOOK_TIMEOUT, HOOK_RETRY_BASE, HOOK_POLL_INTERVAL and HOOK_CONFIRM_GRACE must be positive, "
-                             "HOOK_MAX_ATTEMPTS and HOOK_MAX_PENDING 1 or more, HOOK_RETRY_MAX at least HOOK_RETRY_BASE, "
+                             "HOOK_MAX_ATTEMPTS, HOOK_MAX_PENDING and HOOK_MAX_PENDING_PER_USER 1 or more, HOOK_RETRY_MAX at least HOOK_RETRY_BASE, "
                              "HOOK_CONCURRENCY 1..64, HOOK_RECEIVE_INTERVAL 0 or more, HOOK_RETENTION an hour or more")
         if self.log_format not in ("json", "text"):
             raise ValueError("LOG_FORMAT must be 'json' or 'text'")

@@ -90,7 +90,7 @@ class GatewayMetrics:
         # webhooks and the SQS sink (gateway.hooks)
         self.hook_deliveries = Counter("mediaserver_hook_deliveries_total", "Webhook and SQS delivery attempts by outcome (delivered, failed; dead: the event was dead-lettered).", ["sink", "event", "outcome"], registry=r)
         self.hook_pre_create = Counter("mediaserver_hook_pre_create_total", "pre-create hook calls by outcome.", ["outcome"], registry=r)
-        self.hook_dropped = Counter("mediaserver_hook_events_dropped_total", "Events not written because the outbox backlog was full (HOOK_MAX_PENDING).", ["event"], registry=r)
+        self.hook_dropped = Counter("mediaserver_hook_events_dropped_total", "Events not written because the outbox backlog, or the user's part of it, was full (HOOK_MAX_PENDING, HOOK_MAX_PENDING_PER_USER).", ["event"], registry=r)
         self.hook_outbox_pending = Gauge("mediaserver_hook_outbox_pending", "Events waiting in the outbox (all instances), as last counted here.", registry=r)
         self.hook_outbox_dead = Gauge("mediaserver_hook_outbox_dead", "Dead-lettered events kept in the outbox (all instances), as last counted here.", registry=r)
         self.ingest_paced = Gauge("mediaserver_ingest_paced_seconds", "Seconds upload bodies were held back so far to keep the process under its CPU ceiling (INGEST_CPU_LIMIT).", registry=r)

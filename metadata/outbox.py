@@ -58,19 +58,21 @@ class OutboxRow:
     attempts: int = 0
     created_at: float = 0.0
     last_error: str = ""
+    owner: str = ""  # the user whose upload or media the event is about ("" for none)
 
     def to_document(self, expires_at: float) -> dict[str, Any]:
         return {"_id": self.id, "event_id": self.event_id, "type": self.type, "sink": self.sink,
                 "subject": self.subject, "body": self.body, "state": self.state, "due": self.due,
                 "claim": self.claim, "attempts": self.attempts, "created_at": self.created_at,
-                "last_error": self.last_error, "expires_at": _utc(expires_at)}
+                "last_error": self.last_error, "owner": self.owner, "expires_at": _utc(expires_at)}
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> "OutboxRow":
         return cls(id=doc["_id"], event_id=doc["event_id"], type=doc["type"], sink=doc["sink"],
                    subject=doc["subject"], body=doc["body"], state=doc["state"], due=float(doc["due"]),
                    claim=doc.get("claim") or "", attempts=int(doc.get("attempts") or 0),
-                   created_at=float(doc.get("created_at") or 0), last_error=doc.get("last_error") or "")
+                   created_at=float(doc.get("created_at") or 0), last_error=doc.get("last_error") or "",
+                   owner=doc.get("owner") or "")
 
 
 @driver_errors_translated
@@ -86,6 +88,7 @@ class OutboxRepository:
     async def create_indexes(self) -> None:
         await self._rows.create_index([("state", ASCENDING), ("due", ASCENDING)])
         await self._rows.create_index([("subject", ASCENDING), ("type", ASCENDING)])
+        await self._rows.create_index([("owner", ASCENDING), ("state", ASCENDING)])
         await self._rows.create_index("expires_at", expireAfterSeconds=0)
 
     async def prepare(self, rows: Sequence[OutboxRow]) -> None:
@@ -122,7 +125,7 @@ class OutboxRepository:
         settled = OutboxRow(
             id=row.id, event_id=row.event_id, type=row.type, sink=row.sink, subject=row.subject, body=row.body,
             state=state, due=due, claim="", attempts=row.attempts if attempts is None else attempts,
-            created_at=row.created_at, last_error=error[:300])
+            created_at=row.created_at, last_error=error[:300], owner=row.owner)
         expires = now + keep if keep is not None else row.created_at + self.retention
         result = await self._rows.replace_one({"_id": row.id, "claim": row.claim}, settled.to_document(expires))
         return result.matched_count == 1
@@ -135,6 +138,10 @@ class OutboxRepository:
     async def count(self, states: Sequence[str], limit: int) -> int:
         """How many rows are in one of `states`, counting up to `limit`."""
         return await self._rows.count_documents({"state": {"$in": list(states)}}, limit=limit)
+
+    async def count_waiting_of(self, owner: str, limit: int) -> int:
+        """How many undelivered rows (prepared or pending) are about `owner`'s uploads, up to `limit`."""
+        return await self._rows.count_documents({"owner": owner, "state": {"$in": list(WAITING)}}, limit=limit)
 
     async def rows_of(self, subject: str) -> list[OutboxRow]:
         """Every stored row about `subject` (an upload or media id)."""

@@ -341,6 +341,29 @@ def test_an_unconfirmed_event_is_settled_by_the_committed_state(start_gateway):
         receiver.stop()
 
 
+def test_one_users_flood_of_events_leaves_room_for_other_users(start_gateway):
+    """While the receiver is down, a user's undelivered events stop at HOOK_MAX_PENDING_PER_USER
+    (the rest are dropped and counted); another user's events are still kept and delivered."""
+    receiver = WebhookReceiver()  # down: every event stays pending
+    gateway = start_gateway("local", **hook_env(receiver, HOOK_EVENTS="post-create", HOOK_MAX_ATTEMPTS="100",
+                                                HOOK_MAX_PENDING_PER_USER="3"))
+    flood, calm = make_token("flood-" + str(time.time_ns())), make_token("calm-" + str(time.time_ns()))
+    flooded = [create_upload(gateway, flood, 10).rstrip("/").rsplit("/", 1)[-1] for _ in range(5)]
+    quiet = create_upload(gateway, calm, 10).rstrip("/").rsplit("/", 1)[-1]
+    assert metric(gateway, "mediaserver_hook_events_dropped_total", event="post-create") == 2
+    client, db = database(gateway)
+    with client:
+        owners = sorted(row["owner"] for row in db["hook_outbox"].find({"type": "post-create"}))
+    assert len(owners) == 4 and len(set(owners)) == 2  # three of the flood's, one of the calm user's
+    receiver.start()
+    try:
+        receiver.wait_for(lambda r: len(r.events("post-create")) == 4)
+        delivered = {e.event["upload"]["id"] for e in receiver.events("post-create")}
+        assert quiet in delivered and delivered - {quiet} == set(flooded[:3])
+    finally:
+        receiver.stop()
+
+
 def test_two_instances_deliver_each_event_once(start_gateway):
     receiver = WebhookReceiver()  # down while the events pile up, so both instances see them pending
     first = start_gateway("local", **hook_env(receiver, HOOK_MAX_ATTEMPTS="100", HOOK_CONCURRENCY="4",

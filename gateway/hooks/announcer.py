@@ -40,7 +40,8 @@ class OutboxAnnouncer(UploadEvents):
     def __init__(self, outbox: OutboxRepository, uploads: UploadRepository, *, events: frozenset[str],
                  sinks: tuple[str, ...], usernames: Callable[[str | None], Awaitable[str | None]],
                  confirm_grace: float, receive_interval: float, max_pending: int,
-                 wake: Callable[[], None], on_dropped: Callable[[str], None]) -> None:
+                 wake: Callable[[], None], on_dropped: Callable[[str], None],
+                 max_pending_per_user: int | None = None) -> None:
         self._outbox = outbox
         self._uploads = uploads
         self._events = events
@@ -49,6 +50,7 @@ class OutboxAnnouncer(UploadEvents):
         self._grace = confirm_grace
         self._receive_interval = receive_interval
         self._max_pending = max_pending
+        self._max_pending_per_user = max_pending_per_user or max_pending
         self._wake = wake
         self._on_dropped = on_dropped
         self.pending_estimate = 0  # kept up to date by the delivery loop
@@ -58,12 +60,14 @@ class OutboxAnnouncer(UploadEvents):
     def wants(self, kind: str) -> bool:
         return kind in self._events and bool(self._sinks)
 
-    def _rows(self, kind: str, subject: str, body: str, identifier: str, state: str, now: float) -> list[OutboxRow]:
+    def _rows(self, kind: str, subject: str, owner: str | None, body: str, identifier: str, state: str,
+              now: float) -> list[OutboxRow]:
         due = now + self._grace if state == PREPARED else now
         return [OutboxRow(id=f"{identifier}:{sink}", event_id=identifier, type=kind, sink=sink, subject=subject,
-                          body=body, state=state, due=due, created_at=now) for sink in self._sinks]
+                          body=body, state=state, due=due, created_at=now, owner=owner or "") for sink in self._sinks]
 
     def _over_cap(self, kind: str) -> bool:
+        """Whether the whole outbox backlog is at HOOK_MAX_PENDING (the event is then dropped)."""
         if self.pending_estimate < self._max_pending:
             return False
         self._on_dropped(kind)
@@ -71,9 +75,25 @@ class OutboxAnnouncer(UploadEvents):
                   extra={"event": kind, "pending": self.pending_estimate, "cap": self._max_pending})
         return True
 
+    async def _over_user_cap(self, kind: str, owner: str | None) -> bool:
+        """Whether `owner`'s undelivered events are at HOOK_MAX_PENDING_PER_USER (the event is then
+        dropped: one user's flood never takes the room of other users' events)."""
+        with metadata_failures():
+            waiting = await self._outbox.count_waiting_of(owner or "", self._max_pending_per_user)
+        if waiting < self._max_pending_per_user:
+            return False
+        self._on_dropped(kind)
+        log.error("a user's webhook backlog is full; event dropped",
+                  extra={"event": kind, "pending": waiting, "cap": self._max_pending_per_user})
+        return True
+
+    async def _refused(self, kind: str, owner: str | None) -> bool:
+        return self._over_cap(kind) or await self._over_user_cap(kind, owner)
+
     @contextlib.asynccontextmanager
-    async def _prepared(self, kind: str, subject: str, body: str, identifier: str) -> AsyncIterator[None]:
-        rows = self._rows(kind, subject, body, identifier, PREPARED, time.time())
+    async def _prepared(self, kind: str, subject: str, owner: str | None, body: str,
+                        identifier: str) -> AsyncIterator[None]:
+        rows = self._rows(kind, subject, owner, body, identifier, PREPARED, time.time())
         with metadata_failures():
             await self._outbox.prepare(rows)
         yield  # the commit; if it raises, the rows stay prepared and are settled after the grace
@@ -88,12 +108,12 @@ class OutboxAnnouncer(UploadEvents):
 
     @contextlib.asynccontextmanager
     async def announcing(self, kind: str, record: UploadRecord) -> AsyncIterator[None]:
-        if not self.wants(kind) or self._over_cap(kind):
+        if not self.wants(kind) or await self._refused(kind, record.owner):
             yield
             return
         body = event_body(kind, event_id(kind, record.id), upload_part(record), record.owner,
                           await self._usernames(record.owner))
-        async with self._prepared(kind, record.id, body, event_id(kind, record.id)):
+        async with self._prepared(kind, record.id, record.owner, body, event_id(kind, record.id)):
             yield
 
     # -- media status (processing, and items ready when registered) -------------------
@@ -111,10 +131,11 @@ class OutboxAnnouncer(UploadEvents):
     async def announcing_status(self, item: MediaItem) -> AsyncIterator[None]:
         """Wrap the save that gives `item` its final status (ready or failed)."""
         kind = "media-ready" if item.status == READY else "media-failed"
-        if not self.wants(kind) or self._over_cap(kind):
+        if not self.wants(kind) or await self._refused(kind, item.owner):
             yield
             return
-        async with self._prepared(kind, item.id, await self._media_body(kind, item), event_id(kind, item.id)):
+        async with self._prepared(kind, item.id, item.owner, await self._media_body(kind, item),
+                                  event_id(kind, item.id)):
             yield
 
     def registration(self, media: Callable[[str], Awaitable[MediaItem | None]]) -> tuple[UploadEvents, UploadEvents]:
@@ -124,7 +145,8 @@ class OutboxAnnouncer(UploadEvents):
 
     async def _prepare_ready(self, record: UploadRecord) -> None:
         kind = "media-ready"
-        if not self.wants(kind) or record.concat == "partial" or not record.key or self._over_cap(kind):
+        if not self.wants(kind) or record.concat == "partial" or not record.key \
+                or await self._refused(kind, record.owner):
             return
         provisional = {"id": record.id, "status": READY, "reason": None, "category": record.category or "files",
                        "contentType": record.content_type or "application/octet-stream", "size": record.length or 0,
@@ -132,14 +154,16 @@ class OutboxAnnouncer(UploadEvents):
                        "duration": None}
         body = event_body(kind, event_id(kind, record.id), upload_part(record), record.owner,
                           await self._usernames(record.owner), provisional)
-        await self._outbox.prepare(self._rows(kind, record.id, body, event_id(kind, record.id), PREPARED, time.time()))
+        await self._outbox.prepare(self._rows(kind, record.id, record.owner, body, event_id(kind, record.id),
+                                              PREPARED, time.time()))
 
     async def _confirm_ready(self, item: MediaItem) -> None:
         kind = "media-ready"
         if not self.wants(kind) or item.status != READY:
             return  # still processing: processing announces it; the prepared rows wait for it
         identifier = event_id(kind, item.id)
-        rows = self._rows(kind, item.id, await self._media_body(kind, item), identifier, PREPARED, time.time())
+        rows = self._rows(kind, item.id, item.owner, await self._media_body(kind, item), identifier, PREPARED,
+                          time.time())
         await self._outbox.prepare(rows)  # the item's own description replaces the provisional one
         await self._outbox.confirm([row.id for row in rows])
         self._wake()
@@ -168,8 +192,11 @@ class OutboxAnnouncer(UploadEvents):
         kind = "post-receive"
         identifier = event_id(kind, record.id, str(record.offset))
         try:
+            if await self._over_user_cap(kind, record.owner):
+                return
             body = event_body(kind, identifier, upload_part(record), record.owner, await self._usernames(record.owner))
-            await self._outbox.prepare(self._rows(kind, record.id, body, identifier, PENDING, time.time()))
+            await self._outbox.prepare(self._rows(kind, record.id, record.owner, body, identifier, PENDING,
+                                                  time.time()))
             self._wake()
         except Exception:  # noqa: BLE001 - a lost progress notice is superseded by the next
             log.warning("could not write a post-receive event", exc_info=True, extra={"upload_id": record.id})

@@ -63,7 +63,7 @@ class Hooks:
         announcer = OutboxAnnouncer(
             outbox, uploads, events=events, sinks=tuple(sinks), usernames=usernames,
             confirm_grace=settings.hook_confirm_grace, receive_interval=settings.hook_receive_interval,
-            max_pending=settings.hook_max_pending, wake=wake,
+            max_pending=settings.hook_max_pending, max_pending_per_user=settings.hook_max_pending_per_user, wake=wake,
             on_dropped=metrics.observe_hook_dropped)
 
         def backlog(waiting: int, dead: int) -> None:
