@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import sys
 import tempfile
 import threading
@@ -32,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
-from bench.head_latency import BUCKET, REGION, connection, create_upload, gateway_env  # noqa: E402
+from bench.head_latency import BUCKET, REGION, create_upload, gateway_env, stream_patch  # noqa: E402
 from bench.task_limits import TaskGroup, gateway_python, task_limits_from_args  # noqa: E402
 from bench.upload import JWT_SECRET, make_file, s3_client, start_mongo, start_moto, use_shipped_gateway  # noqa: E402
 from gateway.config import _size  # noqa: E402
@@ -46,37 +47,17 @@ def bearer_of(user: str) -> str:
     return TokenIssuer(JWT_SECRET, 3600).issue(Principal(user, user))[0]
 
 
-class CountingFile:
+class CountingFile(io.FileIO):
     """A file whose reads are counted (http.client sends a body as it reads it)."""
 
     def __init__(self, path: Path) -> None:
-        self._file = open(path, "rb")
+        super().__init__(path, "rb")
         self.read_bytes = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._file.read(size)
+        data = super().read(size)
         self.read_bytes += len(data)
         return data
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def stream_patch(base: str, bearer: str, path: str, body: CountingFile, size: int, result: list) -> None:
-    """Send `body` as one PATCH to `path`; append the final offset (or the error) to `result`."""
-    try:
-        conn = connection(base, timeout=1800)
-        conn.request("PATCH", path, body=body, headers={
-            "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": str(size),
-            "Content-Type": "application/offset+octet-stream", "Authorization": f"Bearer {bearer}"})
-        response = conn.getresponse()
-        response.read()
-        conn.close()
-        result.append(int(response.headers.get("Upload-Offset", -1)) if response.status == 204 else f"status {response.status}")
-    except Exception as exc:  # noqa: BLE001 - reported
-        result.append(repr(exc))
-    finally:
-        body.close()
 
 
 def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mongo_uri: str, endpoint: str,

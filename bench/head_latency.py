@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -74,18 +75,18 @@ def create_upload(base: str, bearer: str, size: int) -> str:
     return urlsplit(response.headers["Location"]).path
 
 
-def stream_patch(base: str, bearer: str, path: str, source: Path, result: list) -> None:
-    """Send `source` as one PATCH to `path`; append the final offset (or the error) to `result`."""
-    size = source.stat().st_size
+def stream_patch(base: str, bearer: str, path: str, body: BinaryIO, size: int, result: list) -> None:
+    """Send the `size` bytes of `body` (a file, closed here) as one PATCH to `path`; append the
+    final offset (or the error) to `result`."""
     try:
-        conn = connection(base, timeout=1800)
-        with open(source, "rb") as body:
+        with body:
+            conn = connection(base, timeout=1800)
             conn.request("PATCH", path, body=body, headers={
                 "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": str(size),
                 "Content-Type": "application/offset+octet-stream", "Authorization": f"Bearer {bearer}"})
             response = conn.getresponse()
             response.read()
-        conn.close()
+            conn.close()
         result.append(int(response.headers.get("Upload-Offset", -1)) if response.status == 204 else f"status {response.status}")
     except Exception as exc:  # noqa: BLE001 - reported in the table
         result.append(repr(exc))
@@ -193,7 +194,7 @@ def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mo
         results: list = []
         before = group.stats() if group else None
         started = time.perf_counter()
-        senders = [threading.Thread(target=stream_patch, args=(gateway.url, bearer, path, source, results))
+        senders = [threading.Thread(target=stream_patch, args=(gateway.url, bearer, path, open(source, "rb"), size, results))
                    for path in paths]
         done = threading.Event()
         busy = HeadProbe(gateway.url, bearer, probe_path, args.interval)
