@@ -214,8 +214,6 @@ class MediaUploadHandler(BaseHandler):
         if self._failure is not None or self._parser is None:
             return
         try:
-            with self.holding_body():  # under INGEST_CPU_LIMIT, the user's fair share of it, as tus bodies
-                await self.services.cpu_governor.pace(self._principal.user_id if self._principal else "", id(self))
             self._parser.write(chunk)
             pending, self._pending = self._pending, []
             for item in pending:

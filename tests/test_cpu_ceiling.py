@@ -34,17 +34,6 @@ def test_bodies_are_paced_under_the_ceiling_and_arrive_whole(start_gateway, toke
     assert described["sha256"] == sha256(data)
 
 
-def test_rest_upload_bodies_are_paced_too(start_gateway, token):
-    gateway = start_gateway("local", INGEST_CPU_LIMIT="0.05", PART_SIZE="5MiB")
-    data = random_bytes(16 * 1024 * 1024, seed=16)
-    answer = requests.post(gateway.url + "/api/media/upload", files={"file": ("paced.bin", data)},
-                           headers=auth(token), timeout=120)
-    assert answer.status_code == 201, answer.text
-    assert metric(gateway, "mediaserver_ingest_paced_seconds") > 0
-    described = requests.get(f"{gateway.url}/api/media/{answer.json()['id']}", headers=auth(token)).json()
-    assert described["sha256"] == sha256(data) and described["size"] == len(data)
-
-
 def test_off_means_no_ceiling(start_gateway):
     gateway = start_gateway("local", INGEST_CPU_LIMIT="off")
     assert metric(gateway, "mediaserver_ingest_cpu_ceiling_cores") == 0
