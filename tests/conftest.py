@@ -141,6 +141,10 @@ def start_gateway(
         return gateway
 
     yield start
+    # every gateway is asked to stop first, then each is waited for: they drain side by side
+    for gateway in started:
+        if gateway.process is not None and gateway.process.poll() is None:
+            gateway.process.terminate()
     for gateway in started:
         gateway.stop()
 
