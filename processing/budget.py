@@ -106,7 +106,8 @@ class MemoryBudget:
             if waiter.done() and not waiter.cancelled():
                 self.release(cost)  # granted just as it was cancelled: give it back
             else:
-                self._waiters.remove(entry)
+                if entry in self._waiters:  # not passed over by a grant already
+                    self._waiters.remove(entry)
                 self._grant()  # the jobs behind it may fit now
             raise
 
@@ -118,6 +119,8 @@ class MemoryBudget:
     def _grant(self) -> None:
         while self._waiters and self.in_use + self._waiters[0][0] <= self.total:
             cost, waiter = self._waiters.popleft()
+            if waiter.done():  # cancelled, not yet woken to see it: holds nothing
+                continue
             self.in_use += cost
             waiter.set_result(None)
 

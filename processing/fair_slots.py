@@ -53,16 +53,18 @@ class FairSlots:
             raise
 
     def release(self) -> None:
-        """Give a slot back: to the next owner in turn that waits, else free."""
-        if not self._waiting:
-            self.free += 1
-            return
-        owner = next(iter(self._waiting))
-        queue = self._waiting.pop(owner)
-        waiter = queue.popleft()
-        if queue:
-            self._waiting[owner] = queue  # to the back of the turn order
-        waiter.set_result(None)
+        """Give a slot back: to the next owner in turn that waits, else free. A waiter cancelled
+        but not yet woken to see it is passed over."""
+        while self._waiting:
+            owner = next(iter(self._waiting))
+            queue = self._waiting.pop(owner)
+            waiter = queue.popleft()
+            if queue:
+                self._waiting[owner] = queue  # to the back of the turn order
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
     @asynccontextmanager
     async def slot(self, owner: str) -> AsyncIterator[None]:

@@ -58,6 +58,22 @@ async def test_a_cancelled_wait_holds_nothing():
     assert slots.free == 1
 
 
+async def test_a_waiter_cancelled_in_the_same_turn_as_a_release_is_passed_over():
+    slots = FairSlots(1)
+    await slots.acquire("a")
+    cancelled = asyncio.ensure_future(slots.acquire("b"))
+    after = asyncio.ensure_future(slots.acquire("c"))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # b's wait is cancelled now; its task runs its clean-up only at its next turn
+    slots.release()  # so this must not hand the slot to b's cancelled wait
+    await asyncio.wait_for(after, 1)
+    with pytest.raises(asyncio.CancelledError):  # ended by its cancellation, nothing else
+        await cancelled
+    assert slots.free == 0 and slots.waiting == 0
+    slots.release()
+    assert slots.free == 1
+
+
 def test_slots_cannot_be_negative():
     with pytest.raises(ValueError):
         FairSlots(-1)

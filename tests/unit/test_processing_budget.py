@@ -99,6 +99,23 @@ def test_a_cancelled_waiter_holds_nothing_and_lets_the_next_one_in():
     run(scenario())
 
 
+def test_a_waiter_cancelled_in_the_same_turn_as_a_release_holds_nothing():
+    async def scenario():
+        budget = MemoryBudget(100)
+        await budget.acquire(100)
+        cancelled = asyncio.ensure_future(budget.acquire(50))
+        behind = asyncio.ensure_future(budget.acquire(40))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # its wait is cancelled now; its task cleans up only at its next turn
+        budget.release(100)  # so this must pass it over
+        await asyncio.wait_for(behind, 1)
+        await asyncio.gather(cancelled, return_exceptions=True)
+        assert cancelled.cancelled()  # ended by its cancellation, nothing else
+        assert (budget.in_use, budget.waiting) == (40, 0)
+
+    run(scenario())
+
+
 def test_reserve_gives_the_memory_back_when_the_job_fails():
     async def scenario():
         budget = MemoryBudget(100)
