@@ -33,11 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
-from bench.head_latency import BUCKET, REGION, create_upload, gateway_env, stream_patch  # noqa: E402
-from bench.task_limits import TaskGroup, gateway_python, task_limits_from_args  # noqa: E402
-from bench.upload import JWT_SECRET, make_file, s3_client, start_mongo, start_moto, use_shipped_gateway  # noqa: E402
+from bench.head_latency import bench_servers, create_upload, gateway_env, stream_patch, task_gateway  # noqa: E402
+from bench.task_limits import task_limits_from_args  # noqa: E402
+from bench.upload import JWT_SECRET, make_file, use_shipped_gateway  # noqa: E402
 from gateway.config import _size  # noqa: E402
-from tests.support import GatewayProcess, stop_process  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -67,44 +66,37 @@ def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mo
     data = folder / f"data-{cpu_limit}"
     data.mkdir()
     env = dict(gateway_env(data, mongo_uri, args.store, endpoint), INGEST_CPU_LIMIT=cpu_limit, LOG_LEVEL="WARNING")
-    group: TaskGroup | None = limits.group("ours") if limits else None
-    gateway = GatewayProcess(env, data)
     try:
-        with gateway_python(group):
-            gateway.start(timeout=120)
-        many, one = bearer_of("many"), bearer_of("one")
-        many_paths = [create_upload(gateway.url, many, size) for _ in range(args.many)]
-        one_path = create_upload(gateway.url, one, size)
-        many_results: list = []
-        one_result: list = []
-        many_bodies = [CountingFile(source) for _ in many_paths]
-        senders = [threading.Thread(target=stream_patch, args=(gateway.url, many, path, body, size, many_results))
-                   for path, body in zip(many_paths, many_bodies)]
-        single = threading.Thread(target=stream_patch,
-                                  args=(gateway.url, one, one_path, CountingFile(source), size, one_result))
-        started = time.perf_counter()
-        for thread in senders + [single]:
-            thread.start()
-        single.join()
-        window = time.perf_counter() - started
-        many_bytes = sum(body.read_bytes for body in many_bodies)
-        for sender in senders:
-            sender.join()
-        elapsed = time.perf_counter() - started
-        one_rate, many_rate = size / window / 1e6, many_bytes / window / 1e6
-        print(f"{cpu_limit:>16s} {many_rate:12.1f} {one_rate:12.1f} {one_rate / many_rate if many_rate else 0:10.2f} "
-              f"{window:9.1f} {size * (args.many + 1) / elapsed / 1e6:9.1f}")
-        complete = [value == size for value in many_results + one_result]
-        if not all(complete):
-            print(f"  incomplete uploads: many {many_results}, one {one_result}")
-        return all(complete) and len(complete) == args.many + 1
+        with task_gateway(env, data, limits) as (gateway, _):
+            many, one = bearer_of("many"), bearer_of("one")
+            many_paths = [create_upload(gateway.url, many, size) for _ in range(args.many)]
+            one_path = create_upload(gateway.url, one, size)
+            many_results: list = []
+            one_result: list = []
+            many_bodies = [CountingFile(source) for _ in many_paths]
+            senders = [threading.Thread(target=stream_patch, args=(gateway.url, many, path, body, size, many_results))
+                       for path, body in zip(many_paths, many_bodies)]
+            single = threading.Thread(target=stream_patch,
+                                      args=(gateway.url, one, one_path, CountingFile(source), size, one_result))
+            started = time.perf_counter()
+            for thread in senders + [single]:
+                thread.start()
+            single.join()
+            window = time.perf_counter() - started
+            many_bytes = sum(body.read_bytes for body in many_bodies)
+            for sender in senders:
+                sender.join()
+            elapsed = time.perf_counter() - started
+            one_rate, many_rate = size / window / 1e6, many_bytes / window / 1e6
+            print(f"{cpu_limit:>16s} {many_rate:12.1f} {one_rate:12.1f} {one_rate / many_rate if many_rate else 0:10.2f} "
+                  f"{window:9.1f} {size * (args.many + 1) / elapsed / 1e6:9.1f}")
+            complete = [value == size for value in many_results + one_result]
+            if not all(complete):
+                print(f"  incomplete uploads: many {many_results}, one {one_result}")
+            return all(complete) and len(complete) == args.many + 1
     except http.client.HTTPException as exc:
         print(f"{cpu_limit:>16s} failed: {exc!r}")
         return False
-    finally:
-        gateway.stop()
-        if group is not None:
-            group.remove()
 
 
 def main() -> None:
@@ -125,25 +117,18 @@ def main() -> None:
         limits = task_limits_from_args(args.task_cpu, args.task_memory, folder)
         source = folder / "source.bin"
         make_file(source, size)
-        moto = mongo = None
         try:
-            mongo, mongo_uri = start_mongo(folder)
-            endpoint = ""
-            if args.store == "s3":
-                moto, endpoint = start_moto()
-                s3_client(endpoint).create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-            print(f"gateway: store {args.store}; {limits.describe() if limits else 'no task limits (the whole machine)'}")
-            print(f"user 'many': {args.many} streamed PATCHes of {size / MiB:.0f} MiB; user 'one': one; MB/s of each "
-                  "user while the single upload runs (the many's from their committed offsets when it ends)")
-            print(f"{'INGEST_CPU_LIMIT':>16s} {'many MB/s':>12s} {'one MB/s':>12s} {'one/many':>10s} "
-                  f"{'window s':>9s} {'all MB/s':>9s}")
-            for cpu_limit in args.ingest_cpu_limits.split(","):
-                ok = run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip()) and ok
+            with bench_servers(args.store, folder) as (mongo_uri, endpoint):
+                print(f"gateway: store {args.store}; {limits.describe() if limits else 'no task limits (the whole machine)'}")
+                print(f"user 'many': {args.many} streamed PATCHes of {size / MiB:.0f} MiB; user 'one': one; MB/s of each "
+                      "user while the single upload runs (the many's from the bytes their senders handed to the sockets)")
+                print(f"{'INGEST_CPU_LIMIT':>16s} {'many MB/s':>12s} {'one MB/s':>12s} {'one/many':>10s} "
+                      f"{'window s':>9s} {'all MB/s':>9s}")
+                for cpu_limit in args.ingest_cpu_limits.split(","):
+                    ok = run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip()) and ok
         finally:
             if limits is not None:
                 limits.close()
-            for process in (moto, mongo):
-                stop_process(process)
     sys.exit(0 if ok else 1)
 
 

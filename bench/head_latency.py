@@ -27,6 +27,7 @@ Usage: python -m bench.head_latency [--store s3|local] [--size 512MiB] [--upload
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import statistics
@@ -35,7 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -163,6 +164,39 @@ def gateway_env(folder: Path, mongo_uri: str, store: str, endpoint: str) -> dict
     return env
 
 
+@contextlib.contextmanager
+def bench_servers(store: str, folder: Path, tls: bool = False) -> Iterator[tuple[str, str]]:
+    """(MongoDB URI, S3 endpoint or "") of an nx-27017 server and, for `store` s3, a moto server
+    (over TLS with `tls`) holding the bench's bucket; both stopped afterwards."""
+    moto = mongo = None
+    try:
+        mongo, mongo_uri = start_mongo(folder)
+        endpoint = ""
+        if store == "s3":
+            moto, endpoint = start_moto_tls(folder) if tls else start_moto()
+            s3_client(endpoint).create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        yield mongo_uri, endpoint
+    finally:
+        for process in (moto, mongo):
+            stop_process(process)
+
+
+@contextlib.contextmanager
+def task_gateway(env: dict[str, str], data: Path, limits) -> Iterator[tuple[GatewayProcess, TaskGroup | None]]:
+    """A gateway started with `env` on `data`, in its own task group under `limits` (when given);
+    stopped, and its group removed, afterwards."""
+    group: TaskGroup | None = limits.group("ours") if limits else None
+    gateway = GatewayProcess(env, data)
+    try:
+        with gateway_python(group):
+            gateway.start(timeout=120)
+        yield gateway, group
+    finally:
+        gateway.stop()
+        if group is not None:
+            group.remove()
+
+
 def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mongo_uri: str, endpoint: str,
                 cpu_limit: str) -> None:
     """Start one gateway with INGEST_CPU_LIMIT=`cpu_limit`, measure both phases, print, stop it."""
@@ -171,11 +205,7 @@ def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mo
     data.mkdir()
     env = gateway_env(data, mongo_uri, args.store, endpoint)
     env["INGEST_CPU_LIMIT"] = cpu_limit
-    group: TaskGroup | None = limits.group("ours") if limits else None
-    gateway = GatewayProcess(env, data)
-    try:
-        with gateway_python(group):
-            gateway.start(timeout=120)
+    with task_gateway(env, data, limits) as (gateway, group):
         bearer = token()
         probe_path = create_upload(gateway.url, bearer, 1024)
         print(f"\nINGEST_CPU_LIMIT={cpu_limit}")
@@ -221,10 +251,6 @@ def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mo
         print(line)
         complete = sum(1 for value in results if value == size)
         print(f"uploads complete: {complete}/{args.uploads}" + ("" if complete == args.uploads else f" ({results})"))
-    finally:
-        gateway.stop()
-        if group is not None:
-            group.remove()
 
 
 def main() -> None:
@@ -247,26 +273,18 @@ def main() -> None:
         limits = task_limits_from_args(args.task_cpu, args.task_memory, folder)
         source = folder / "source.bin"
         make_file(source, size)
-        moto = mongo = None
         try:
-            mongo, mongo_uri = start_mongo(folder)
-            endpoint = ""
-            if args.store == "s3":
-                moto, endpoint = start_moto_tls(folder) if args.s3_tls else start_moto()
-                s3 = s3_client(endpoint)
-                s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-            print(f"gateway: store {args.store}{' over TLS' if args.s3_tls else ''}; "
-                  f"{limits.describe() if limits else 'no task limits (the whole machine)'}")
-            print(f"HEAD every {args.interval * 1000:.0f} ms on one kept-alive connection; ingest: "
-                  f"{args.uploads} streamed PATCH(es) of {size / MiB:.0f} MiB at once; "
-                  "'in gateway': from its headers read to its answer (access log)")
-            for cpu_limit in args.ingest_cpu_limits.split(","):
-                run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip())
+            with bench_servers(args.store, folder, args.s3_tls) as (mongo_uri, endpoint):
+                print(f"gateway: store {args.store}{' over TLS' if args.s3_tls else ''}; "
+                      f"{limits.describe() if limits else 'no task limits (the whole machine)'}")
+                print(f"HEAD every {args.interval * 1000:.0f} ms on one kept-alive connection; ingest: "
+                      f"{args.uploads} streamed PATCH(es) of {size / MiB:.0f} MiB at once; "
+                      "'in gateway': from its headers read to its answer (access log)")
+                for cpu_limit in args.ingest_cpu_limits.split(","):
+                    run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip())
         finally:
             if limits is not None:
                 limits.close()
-            for process in (moto, mongo):
-                stop_process(process)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,24 @@
-"""Checks on thumbnail bytes, read independently of the code under test."""
+"""Checks on thumbnail bytes, read independently of the code under test, and the metadata the
+tests put into the pictures they check."""
 
 from __future__ import annotations
 
 import io
 import struct
 
-from PIL import Image
+from PIL import Image, ImageCms
+
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="Jane Owner"/></rdf:RDF></x:xmpmeta>')
+
+
+def swapped_profile() -> bytes:
+    """An RGB profile whose red and blue primaries are sRGB's swapped: a pure red pixel is sRGB blue."""
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    tags = {bytes(icc[132 + 12 * i:136 + 12 * i]): 132 + 12 * i for i in range(struct.unpack(">I", icc[128:132])[0])}
+    red, blue = tags[b"rXYZ"], tags[b"bXYZ"]
+    icc[red + 4:red + 12], icc[blue + 4:blue + 12] = icc[blue + 4:blue + 12], icc[red + 4:red + 12]
+    return bytes(icc)
 
 
 def jpeg_markers(data: bytes) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import struct
 import subprocess
 import threading
 import time
@@ -14,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image, ImageCms
+from PIL import Image
 
-from tests.jpeg_checks import assert_no_metadata
+from tests.jpeg_checks import XMP, assert_no_metadata, swapped_profile
 from tests.support import create_upload, head, patch, random_bytes
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
@@ -201,18 +200,6 @@ def test_progress_and_status_events(gateway, user):
 
 
 # -- thumbnails carry no metadata -----------------------------------------------------------
-
-XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-       b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="Jane Owner"/></rdf:RDF></x:xmpmeta>')
-
-
-def swapped_profile() -> bytes:
-    """An RGB profile with sRGB's red and blue primaries swapped: pure red in it is blue in sRGB."""
-    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    tags = {bytes(icc[132 + 12 * i:136 + 12 * i]): 132 + 12 * i for i in range(struct.unpack(">I", icc[128:132])[0])}
-    red, blue = tags[b"rXYZ"], tags[b"bXYZ"]
-    icc[red + 4:red + 12], icc[blue + 4:blue + 12] = icc[blue + 4:blue + 12], icc[red + 4:red + 12]
-    return bytes(icc)
 
 
 @pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("WEBP", "webp"), ("PNG", "png")])

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import io
-import struct
 
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image
 
 from gateway.downloads import derived_filename
 from processing.images import ImageRejected, estimate, make_thumbnail
 from processing.jpeg import NotJpeg, strip_metadata
-from tests.jpeg_checks import assert_no_metadata
+from tests.jpeg_checks import XMP, assert_no_metadata, swapped_profile
 
 HOME = "Comment: 12 Acacia Avenue, Springfield"
-XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-       b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="Jane Owner"/></rdf:RDF></x:xmpmeta>')
-
-
-def swapped_profile() -> bytes:
-    """An RGB profile whose red and blue primaries are sRGB's swapped: a pure red pixel is sRGB blue."""
-    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    tags = {bytes(icc[132 + 12 * i:136 + 12 * i]): 132 + 12 * i for i in range(struct.unpack(">I", icc[128:132])[0])}
-    red, blue = tags[b"rXYZ"], tags[b"bXYZ"]
-    icc[red + 4:red + 12], icc[blue + 4:blue + 12] = icc[blue + 4:blue + 12], icc[red + 4:red + 12]
-    return bytes(icc)
 
 
 def tagged_photo(fmt: str, size=(800, 600)) -> bytes:
