@@ -102,14 +102,11 @@ class CpuGovernor:
         its next read: 0 while the process is within its ceiling, else the process's debt in
         seconds of the ceiling, times the user's weight (`UserShares.weight`; 1 with no user)."""
         debt = -self._settle()
-        if user is None:
-            weight = 1.0
-        else:
+        if user is not None:
             self._shares.seen(user, body, self._last_wall)
-            weight = self._shares.weight(user)
         if debt <= self.cores * MIN_PAUSE:
             return 0.0
-        return debt / self.cores * weight
+        return debt / self.cores * (self._shares.weight(user) if user is not None else 1.0)
 
     async def pace(self, user: str | None = None, body: int = 0) -> float:
         """Return once the process is within its ceiling (see `pause_for`): at once, or after
