@@ -14,10 +14,16 @@ in the gateway's access log (from their headers being read to the answer) tell t
 handling them from the time spent waiting for the process to read them.
 It prints, for each phase, the HEAD latency median, p95, p99 and maximum, the number of HEADs and
 how many failed, and for the ingest phase the MB/s taken and, in a cgroup, the task's CPU seconds
-per GiB and throttled seconds. Every upload is checked to have reached its full offset.
+per GiB and throttled seconds. The probes cost CPU too: after the idle phase, 100 back-to-back
+HEADs and 100 GET /health time what one of each costs the gateway, and the ingest phase's CPU per
+GiB is printed also without the probes it answered (at that idle cost). A probe leaves --interval
+after the previous one or as soon as it is answered, whichever is later, so a gateway that answers
+slowly is asked less often: compare the HEAD counts of the runs, not only their MB/s. Every upload
+is checked to have reached its full offset.
 
 Each measurement runs once per --ingest-cpu-limits value (INGEST_CPU_LIMIT: off, the baseline,
-then auto, which paces bodies to 90% of the task's CPU quota), each on a fresh gateway.
+then auto, which paces bodies to 90% of the task's CPU quota; a value may come more than once,
+for repeated runs), each on a fresh gateway.
 
 Usage: python -m bench.head_latency [--store s3|local] [--size 512MiB] [--uploads 2]
                                     [--interval 0.05] [--ingest-cpu-limits off,auto]
@@ -44,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.task_limits import (  # noqa: E402
     TaskGroup, gateway_python, start_moto_tls, task_limits_from_args,
 )
-from bench.upload import JWT_SECRET, make_file, s3_client, start_mongo, start_moto, token  # noqa: E402
+from bench.upload import JWT_SECRET, cpu_seconds, make_file, s3_client, start_mongo, start_moto, token  # noqa: E402
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
 
@@ -86,9 +92,10 @@ def stream_patch(base: str, bearer: str, path: str, body: BinaryIO, size: int, r
                 "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": str(size),
                 "Content-Type": "application/offset+octet-stream", "Authorization": f"Bearer {bearer}"})
             response = conn.getresponse()
-            response.read()
+            answer = response.read()
             conn.close()
-        result.append(int(response.headers.get("Upload-Offset", -1)) if response.status == 204 else f"status {response.status}")
+        result.append(int(response.headers.get("Upload-Offset", -1)) if response.status == 204
+                      else f"status {response.status}: {answer[:200].decode(errors='replace')}")
     except Exception as exc:  # noqa: BLE001 - reported in the table
         result.append(repr(exc))
 
@@ -197,11 +204,29 @@ def task_gateway(env: dict[str, str], data: Path, limits) -> Iterator[tuple[Gate
             group.remove()
 
 
+def probe_cpu_ms(gateway: GatewayProcess, group: TaskGroup | None, bearer: str, path: str,
+                 count: int = 100) -> dict[str, float]:
+    """CPU milliseconds the idle gateway spends on one HEAD of `path` and on one GET /health, each
+    timed over `count` back-to-back requests (its task group's CPU, or its process's without one):
+    what the probes themselves take from the task while it ingests."""
+    def cpu() -> float:
+        return group.stats().cpu_seconds if group is not None else cpu_seconds(gateway.process.pid)
+
+    costs = {}
+    for method, target in (("HEAD", path), ("GET", "/health")):
+        probe = HeadProbe(gateway.url, bearer, target, 0.0, method=method)
+        before = cpu()
+        probe.run(count=count)
+        costs[method] = (cpu() - before) * 1000 / count
+    return costs
+
+
 def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mongo_uri: str, endpoint: str,
-                cpu_limit: str) -> None:
-    """Start one gateway with INGEST_CPU_LIMIT=`cpu_limit`, measure both phases, print, stop it."""
+                cpu_limit: str, run: int = 1) -> None:
+    """Start one gateway with INGEST_CPU_LIMIT=`cpu_limit`, measure both phases, print, stop it
+    (`run`: its place among the runs, so that a value may be given twice)."""
     size = source.stat().st_size
-    data = folder / f"data-{cpu_limit}"
+    data = folder / f"data-{run}-{cpu_limit}"
     data.mkdir()
     env = gateway_env(data, mongo_uri, args.store, endpoint)
     env["INGEST_CPU_LIMIT"] = cpu_limit
@@ -218,6 +243,8 @@ def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mo
         health_thread.join()
         print(idle.row("idle: HEAD"))
         print(idle_health.row("idle: GET /health"))
+        costs = probe_cpu_ms(gateway, group, bearer, probe_path)
+        print(f"idle: CPU per request {costs['HEAD']:.2f} ms (HEAD), {costs['GET']:.2f} ms (GET /health)")
         idle_heads = len(served_ms(gateway.log_path, "HEAD"))
 
         paths = [create_upload(gateway.url, bearer, size) for _ in range(args.uploads)]
@@ -245,7 +272,11 @@ def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mo
         line = f"ingest: {total / elapsed / 1e6:.1f} MB/s over {elapsed:.1f} s"
         if group is not None and before is not None:
             after = group.stats()
-            line += (f"; task CPU {(after.cpu_seconds - before.cpu_seconds) / (total / 1024 ** 3):.2f} s per GiB, "
+            gib = total / 1024 ** 3
+            task_cpu = after.cpu_seconds - before.cpu_seconds
+            probes_cpu = (costs["HEAD"] * len(busy.latencies) + costs["GET"] * len(busy_health.latencies)) / 1000
+            line += (f"; task CPU {task_cpu / gib:.2f} s per GiB ({(task_cpu - probes_cpu) / gib:.2f} without the "
+                     f"probes' {probes_cpu:.1f} s at their idle cost), "
                      f"throttled {after.throttled_seconds - before.throttled_seconds:.1f} s, "
                      f"peak {(after.peak_bytes or 0) / MiB:.0f} MiB, OOM kills {after.oom_kills}")
         print(line)
@@ -280,8 +311,8 @@ def main() -> None:
                 print(f"HEAD every {args.interval * 1000:.0f} ms on one kept-alive connection; ingest: "
                       f"{args.uploads} streamed PATCH(es) of {size / MiB:.0f} MiB at once; "
                       "'in gateway': from its headers read to its answer (access log)")
-                for cpu_limit in args.ingest_cpu_limits.split(","):
-                    run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip())
+                for run, cpu_limit in enumerate(args.ingest_cpu_limits.split(","), 1):
+                    run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip(), run)
         finally:
             if limits is not None:
                 limits.close()

@@ -70,7 +70,7 @@ if str(ROOT) not in sys.path:
 from tusclient import client as tus_client  # noqa: E402
 
 from bench.upload import (  # noqa: E402
-    JWT_SECRET, direct_upload, make_file, peak_rss_mib, reset_peak_rss, s3_client, start_mongo, start_moto, token,
+    JWT_SECRET, cpu_seconds, direct_upload, make_file, peak_rss_mib, reset_peak_rss, s3_client, start_mongo, start_moto, token,
     use_shipped_gateway, warm_up_moto,
 )
 from bench.task_limits import (  # noqa: E402
@@ -221,13 +221,6 @@ def measured_upload(pid: int, files_url: str, source: Path,
               if waited_after else None)
     return (seconds, url, (max(rss, start_rss), start_rss, rss if reset else None),
             (cpu_seconds(pid) - cpu_before, waited, host_busy_since(host_before)))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process `pid` (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_queue_waits(pid: int) -> dict[str, float]:
