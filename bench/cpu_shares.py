@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
 from bench.head_latency import bench_servers, create_upload, gateway_env, stream_patch, task_gateway  # noqa: E402
 from bench.task_limits import task_limits_from_args  # noqa: E402
-from bench.upload import JWT_SECRET, make_file, use_shipped_gateway  # noqa: E402
+from bench.upload import JWT_SECRET, make_file, require_free_space, use_shipped_gateway  # noqa: E402
 from gateway.config import _size  # noqa: E402
 
 MiB = 1024 * 1024
@@ -60,10 +60,11 @@ class CountingFile(io.FileIO):
 
 
 def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mongo_uri: str, endpoint: str,
-                cpu_limit: str) -> bool:
-    """One gateway with INGEST_CPU_LIMIT=`cpu_limit`: both users at once; print; True if all completed."""
+                cpu_limit: str, run: int = 1) -> bool:
+    """One gateway with INGEST_CPU_LIMIT=`cpu_limit`: both users at once; print; True if all completed
+    (`run`: its place among the runs, so that a value may be given twice)."""
     size = source.stat().st_size
-    data = folder / f"data-{cpu_limit}"
+    data = folder / f"data-{run}-{cpu_limit}"
     data.mkdir()
     env = dict(gateway_env(data, mongo_uri, args.store, endpoint), INGEST_CPU_LIMIT=cpu_limit, LOG_LEVEL="WARNING")
     try:
@@ -114,6 +115,8 @@ def main() -> None:
     ok = True
     with tempfile.TemporaryDirectory(prefix="cpu-shares-") as name:
         folder = Path(name)
+        runs = len(args.ingest_cpu_limits.split(","))
+        require_free_space(folder, size * (1 + 2 * runs * (args.many + 1)))  # every run's uploads are kept
         limits = task_limits_from_args(args.task_cpu, args.task_memory, folder)
         source = folder / "source.bin"
         make_file(source, size)
@@ -124,8 +127,8 @@ def main() -> None:
                       "user while the single upload runs (the many's from the bytes their senders handed to the sockets)")
                 print(f"{'INGEST_CPU_LIMIT':>16s} {'many MB/s':>12s} {'one MB/s':>12s} {'one/many':>10s} "
                       f"{'window s':>9s} {'all MB/s':>9s}")
-                for cpu_limit in args.ingest_cpu_limits.split(","):
-                    ok = run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip()) and ok
+                for run, cpu_limit in enumerate(args.ingest_cpu_limits.split(","), 1):
+                    ok = run_gateway(args, folder, source, limits, mongo_uri, endpoint, cpu_limit.strip(), run) and ok
         finally:
             if limits is not None:
                 limits.close()

@@ -50,7 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.task_limits import (  # noqa: E402
     TaskGroup, gateway_python, start_moto_tls, task_limits_from_args,
 )
-from bench.upload import JWT_SECRET, cpu_seconds, make_file, s3_client, start_mongo, start_moto, token  # noqa: E402
+from bench.upload import (  # noqa: E402
+    JWT_SECRET, cpu_seconds, make_file, require_free_space, s3_client, start_mongo, start_moto, token,
+)
 from gateway.config import _size  # noqa: E402
 from tests.support import GatewayProcess, free_port, stop_process  # noqa: E402
 
@@ -301,6 +303,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="head-latency-") as name:
         folder = Path(name)
+        runs = len(args.ingest_cpu_limits.split(","))
+        require_free_space(folder, size * (1 + args.uploads * (runs + 1)))  # moto keeps every run's objects
         limits = task_limits_from_args(args.task_cpu, args.task_memory, folder)
         source = folder / "source.bin"
         make_file(source, size)

@@ -54,7 +54,9 @@ if str(ROOT) not in sys.path:
 
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
 from bench.task_limits import TaskGroup, gateway_python, start_moto_tls, task_columns, task_limits_from_args  # noqa: E402
-from bench.upload import memory_mib, peak_rss_mib, start_moto, start_mongo, use_shipped_gateway  # noqa: E402
+from bench.upload import (  # noqa: E402
+    memory_mib, peak_rss_mib, require_free_space, start_moto, start_mongo, use_shipped_gateway,
+)
 from gateway.config import _size  # noqa: E402
 from processing.jpeg import APP0, APP15, COM, NotJpeg, segments  # noqa: E402
 from tests.support import GatewayProcess, free_port  # noqa: E402
@@ -369,6 +371,7 @@ def main() -> int:
     all_identical = True
     with tempfile.TemporaryDirectory(prefix="bench-concurrent-") as tmp:
         folder = Path(tmp)
+        require_free_space(folder, 2 * args.uploads * _size(args.size))  # objects and their parts in moto
         limits = task_limits_from_args(args.task_cpu, args.task_memory, folder)
         if limits:
             print(limits.describe() + " (moto, MongoDB and the clients outside)")

@@ -70,8 +70,8 @@ if str(ROOT) not in sys.path:
 from tusclient import client as tus_client  # noqa: E402
 
 from bench.upload import (  # noqa: E402
-    JWT_SECRET, cpu_seconds, direct_upload, make_file, peak_rss_mib, reset_peak_rss, s3_client, start_mongo, start_moto, token,
-    use_shipped_gateway, warm_up_moto,
+    JWT_SECRET, cpu_seconds, direct_upload, make_file, peak_rss_mib, require_free_space, reset_peak_rss, s3_client,
+    start_mongo, start_moto, token, use_shipped_gateway, warm_up_moto,
 )
 from bench.task_limits import (  # noqa: E402
     TaskGroup, TaskLimits, gateway_python, start_moto_tls, task_columns, task_limits_from_args,
@@ -494,6 +494,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         folder = Path(tmp)
+        require_free_space(folder, 4 * size)  # the source, an object and its parts in moto, or two stored files
         LIMITS = task_limits_from_args(args.task_cpu, args.task_memory, folder)
         if LIMITS:
             print(LIMITS.describe() + " (moto, MongoDB and the client outside)")

@@ -19,6 +19,7 @@ import os
 import statistics
 import secrets
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -63,6 +64,21 @@ def use_shipped_gateway() -> str:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT)], check=True)
     os.environ["GATEWAY_PYTHON"] = str(python)
     return "gateway runs from .venv-gateway (pip install -e . only, as deployed)"
+
+
+def require_free_space(folder: Path, needed: int) -> None:
+    """Exit (status 2, one line) when the file system of `folder` has less than `needed` bytes free.
+
+    The bench's files live there and, since moto is started with the same temporary directory,
+    every object moto stores above 1 MiB too (it keeps them in temporary files). A disk that fills
+    up mid-run makes moto fail its writes and the gateway answer 503 storage_unavailable, which
+    reads like a fault of the gateway rather than of the bench machine."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        print(f"only {free / 2**30:.1f} GiB free where the bench keeps its files and moto its objects "
+              f"({folder}); this run needs about {needed / 2**30:.1f} GiB: free some, or point TMPDIR elsewhere",
+              file=sys.stderr)
+        raise SystemExit(2)
 
 
 def make_file(path: Path, size: int) -> None:
