@@ -33,7 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auth.tokens import Principal, TokenIssuer  # noqa: E402
-from bench.head_latency import bench_servers, create_upload, gateway_env, stream_patch, task_gateway  # noqa: E402
+from bench.head_latency import (  # noqa: E402
+    bench_servers, create_upload, gateway_env, run_data, stream_patch, task_gateway,
+)
 from bench.task_limits import task_limits_from_args  # noqa: E402
 from bench.upload import JWT_SECRET, make_file, require_free_space, use_shipped_gateway  # noqa: E402
 from gateway.config import _size  # noqa: E402
@@ -61,11 +63,9 @@ class CountingFile(io.FileIO):
 
 def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mongo_uri: str, endpoint: str,
                 cpu_limit: str, run: int = 1) -> bool:
-    """One gateway with INGEST_CPU_LIMIT=`cpu_limit`: both users at once; print; True if all completed
-    (`run`: its place among the runs, so that a value may be given twice)."""
+    """The `run`-th gateway, with INGEST_CPU_LIMIT=`cpu_limit`: both users at once; print; True if all completed."""
     size = source.stat().st_size
-    data = folder / f"data-{run}-{cpu_limit}"
-    data.mkdir()
+    data = run_data(folder, run, cpu_limit)
     env = dict(gateway_env(data, mongo_uri, args.store, endpoint), INGEST_CPU_LIMIT=cpu_limit, LOG_LEVEL="WARNING")
     try:
         with task_gateway(env, data, limits) as (gateway, _):

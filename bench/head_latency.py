@@ -223,15 +223,20 @@ def probe_cpu_ms(gateway: GatewayProcess, group: TaskGroup | None, bearer: str, 
     return costs
 
 
-def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mongo_uri: str, endpoint: str,
-                cpu_limit: str, run: int = 1) -> None:
-    """Start one gateway with INGEST_CPU_LIMIT=`cpu_limit`, measure both phases, print, stop it
-    (`run`: its place among the runs, so that a value may be given twice)."""
-    size = source.stat().st_size
+def run_data(folder: Path, run: int, cpu_limit: str) -> Path:
+    """A fresh data folder in `folder` for the `run`-th gateway of a bench (INGEST_CPU_LIMIT
+    `cpu_limit`); numbered, so that a value may be measured twice."""
     data = folder / f"data-{run}-{cpu_limit}"
     data.mkdir()
-    env = gateway_env(data, mongo_uri, args.store, endpoint)
-    env["INGEST_CPU_LIMIT"] = cpu_limit
+    return data
+
+
+def run_gateway(args: argparse.Namespace, folder: Path, source: Path, limits, mongo_uri: str, endpoint: str,
+                cpu_limit: str, run: int = 1) -> None:
+    """Start the `run`-th gateway, with INGEST_CPU_LIMIT=`cpu_limit`; measure both phases, print, stop it."""
+    size = source.stat().st_size
+    data = run_data(folder, run, cpu_limit)
+    env = dict(gateway_env(data, mongo_uri, args.store, endpoint), INGEST_CPU_LIMIT=cpu_limit)
     with task_gateway(env, data, limits) as (gateway, group):
         bearer = token()
         probe_path = create_upload(gateway.url, bearer, 1024)
