@@ -70,7 +70,7 @@ def require_free_space(folder: Path, needed: int) -> None:
     """Exit (status 2, one line) when the file system of `folder` has less than `needed` bytes free.
 
     The bench's files live there and, since moto is started with the same temporary directory,
-    every object moto stores above 1 MiB too (it keeps them in temporary files). A disk that fills
+    every object moto stores above about 5 MiB too (it keeps them in temporary files). A disk that fills
     up mid-run makes moto fail its writes and the gateway answer 503 storage_unavailable, which
     reads like a fault of the gateway rather than of the bench machine."""
     free = shutil.disk_usage(folder).free
